@@ -1,0 +1,110 @@
+"""Shared fixtures: a tiny BERT built from a config and a tiny project in tmp_path.
+
+Tests reuse the real params.yaml (shrunk through a dataset YAML), never a second copy of it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+POSITIVE = ["great", "lovely", "superb", "fun", "moving", "brilliant", "charming", "warm"]
+NEGATIVE = ["awful", "dull", "boring", "clumsy", "tedious", "bland", "messy", "weak"]
+FILLER = ["the", "film", "was", "really", "quite", "plot", "acting", "and", "story", "a"]
+
+
+def make_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """`n` unique (text, label) rows whose label is learnable from one sentiment word."""
+    rng = random.Random(seed)
+    rows, seen = [], set()
+    while len(rows) < n:
+        label = "pos" if len(rows) % 2 == 0 else "neg"
+        word = rng.choice(POSITIVE if label == "pos" else NEGATIVE)
+        words = rng.sample(FILLER, rng.randint(3, 7)) + [word] + rng.sample(FILLER, 2)
+        text = " ".join(words) + f" {len(rows)}"
+        if text not in seen:
+            seen.add(text)
+            rows.append((text, label))
+    return rows
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ~100 KB BERT (2 layers, hidden 32) with a WordPiece tokenizer trained on toy text."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+
+    out = tmp_path_factory.mktemp("tiny-bert")
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    corpus = [t for t, _ in make_rows(400)] + ["free prize call now win cash text stop"] * 3
+    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
+    from tokenizers.processors import TemplateProcessing
+
+    tok.post_processor = TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+        sep_token="[SEP]", mask_token="[MASK]", model_max_length=64,
+    )
+    fast.save_pretrained(out)
+    config = BertConfig(
+        vocab_size=fast.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64, num_labels=2,
+    )
+    BertForSequenceClassification(config).save_pretrained(out)
+    return out
+
+
+@pytest.fixture
+def project(tmp_path: Path, tiny_bert: Path) -> Path:
+    """A tunesmith project in tmp_path: the repo's params.yaml, one tiny dataset `toy`."""
+    root = tmp_path / "proj"
+    (root / "datasets").mkdir(parents=True)
+    (root / "data").mkdir()
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    write_csv(root / "data" / "toy.csv", make_rows(80))
+    write_dataset_yaml(root, "toy", base=str(tiny_bert))
+    return root
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]], header=("text", "label")) -> None:
+    import csv
+
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def write_dataset_yaml(root: Path, name: str, base: str, extra: str = "") -> Path:
+    """The shrunk config a test project uses: tiny model, short training, loose bounds."""
+    path = root / "datasets" / f"{name}.yaml"
+    path.write_text(
+        f"""source: {{path: data/{name}.csv}}
+columns: {{text: text, label: label}}
+labels: [neg, pos]
+validate: {{min_rows: 10, min_class_share: 0.2, max_label_drift: 0.3}}
+model: {{base: {base}}}
+tokenize: {{max_length: 32}}
+train: {{epochs: 2, batch_size: 8, lr: 5.0e-3, early_stopping_patience: 5}}
+{extra}""",
+        encoding="utf-8",
+    )
+    return path

@@ -1,0 +1,1 @@
+"""The training core. Imports only torch, transformers, peft, accelerate, pandas, pyarrow."""
