@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tunesmith.errors import ConfigError
 from tunesmith.training.options import TrainOptions
@@ -157,6 +164,16 @@ class Config(Strict):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
+    @field_validator("labels", "label_map", mode="before")
+    @classmethod
+    def _labels_as_strings(cls, value: Any) -> Any:
+        # YAML reads `0: negative` with an int key; source labels are compared as strings.
+        if isinstance(value, dict):
+            return {str(k): str(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [str(v) for v in value]
+        return value
+
     @model_validator(mode="after")
     def _columns_for_task(self) -> Config:
         needed = {
@@ -167,6 +184,10 @@ class Config(Strict):
         missing = [c for c in needed if getattr(self.columns, c) is None]
         if missing:
             raise ValueError(f"task {self.task} needs columns.{' and columns.'.join(missing)}")
+        if self.task != "causal-lm" and len(self.labels) < 2:
+            raise ValueError("labels: list at least two class names")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels: names must be unique")
         return self
 
     @property
@@ -275,7 +296,7 @@ def load_config(
         known = ", ".join(dataset_names(root)) or "none"
         raise ConfigError(f"{dataset_path}: no such dataset {name!r} (known: {known})")
     params = read_yaml(params_path)
-    params.pop("datasets", None)  # the list dvc.yaml iterates over, not a setting
+    dvc_index = params.pop("datasets", None) or {}  # what dvc.yaml iterates over
     dataset = read_yaml(dataset_path)
     cli = parse_overrides(overrides)
     merged = deep_merge(deep_merge(params, dataset), cli)
@@ -297,4 +318,18 @@ def load_config(
         if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             msg = "unknown key"
         raise ConfigError(f"{origin}: {where}: {msg}") from None
+    _check_dvc_index(dvc_index, cfg, params_path)
     return cfg
+
+
+def _check_dvc_index(index: Any, cfg: Config, params_path: Path) -> None:
+    """dvc.yaml watches params.yaml's copy of each source; it must not drift from the dataset."""
+    if not isinstance(index, dict) or cfg.name not in index:
+        return  # not (yet) in the DVC pipeline: the CLI and flows still work
+    listed = (index[cfg.name] or {}).get("source")
+    if listed != cfg.source.path:
+        raise ConfigError(
+            f"{params_path}: datasets.{cfg.name}.source is {listed!r} but "
+            f"datasets/{cfg.name}.yaml has {cfg.source.path!r}; make them the same "
+            "(dvc.yaml watches the first)"
+        )

@@ -1,0 +1,169 @@
+"""The `tunesmith` command line. Heavy imports happen inside commands so `--help` is instant."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import sys
+import time
+from typing import Annotated
+
+import typer
+
+from tunesmith.errors import TunesmithError
+
+STEPS = ("ingest", "clean", "validate", "tokenize", "train", "evaluate", "register")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Fine-tune pretrained models on your datasets: tunesmith run --dataset NAME")
+dataset_app = typer.Typer(no_args_is_help=True, help="Add, list and check datasets.")
+app.add_typer(dataset_app, name="dataset")
+
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override: section.key=value")]
+DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (datasets/NAME.yaml)")]
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and a non-zero exit."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads unless a hub id is named
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app(standalone_mode=False)
+    except TunesmithError as exc:
+        typer.secho(f"error: {exc}", err=True, fg="red")
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except (typer.BadParameter, typer.Exit) as exc:
+        if isinstance(exc, typer.Exit):
+            sys.exit(exc.exit_code)
+        raise
+    except Exception as exc:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+def run_step(step: str, dataset: str, overrides: list[str] | None = None):
+    """Load config and call `tasks.<step>.<step>(cfg)`: the one code path DVC and the CLI share."""
+    from tunesmith.config import load_config
+
+    cfg = load_config(dataset, overrides=overrides or [])
+    func = getattr(importlib.import_module(f"tasks.{step}"), step)
+    return func(cfg)
+
+
+def _summary(result: object) -> str:
+    if dataclasses.is_dataclass(result):
+        fields = dataclasses.asdict(result)
+        return ", ".join(f"{k}={v}" for k, v in fields.items() if not isinstance(v, (dict, list))
+                         or len(str(v)) < 120)
+    return str(result)
+
+
+@app.command()
+def step(
+    name: Annotated[str, typer.Argument(help=f"One of: {', '.join(STEPS)}")],
+    dataset: DatasetOpt,
+    set_: SetOpt = None,
+) -> None:
+    """Run one pipeline step for one dataset (what dvc.yaml calls)."""
+    if name not in STEPS:
+        raise typer.BadParameter(f"unknown step {name!r}; choose from {', '.join(STEPS)}")
+    started = time.perf_counter()
+    result = run_step(name, dataset, set_)
+    typer.echo(f"{name} {dataset}: {_summary(result)} ({time.perf_counter() - started:.1f}s)")
+
+
+@app.command()
+def run(
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every dataset in datasets/")] = False,
+    set_: SetOpt = None,
+) -> None:
+    """Run the whole pipeline through Prefect (ephemeral API unless PREFECT_API_URL is set)."""
+    if bool(dataset) == all_:
+        raise typer.BadParameter("give --dataset NAME or --all")
+    from flows.retrain import run_from_cli
+
+    code = run_from_cli(dataset, all_, set_ or [])
+    raise typer.Exit(code)
+
+
+@dataset_app.command("list")
+def dataset_list() -> None:
+    """List datasets with their task, source and schedule."""
+    from tunesmith.config import dataset_names, find_root, load_config
+
+    root = find_root()
+    for name in dataset_names(root):
+        try:
+            cfg = load_config(name, root)
+            typer.echo(f"{name:20} {cfg.task:22} {cfg.schedule:12} {cfg.source.path}")
+        except TunesmithError as exc:
+            typer.echo(f"{name:20} INVALID: {exc}")
+
+
+@dataset_app.command("check")
+def dataset_check(name: str, set_: SetOpt = None) -> None:
+    """Ingest + clean + validate NAME and print what is wrong with the data, if anything."""
+    from tunesmith.datasets import check
+
+    ok = check(name, set_ or [], echo=typer.echo)
+    raise typer.Exit(0 if ok else 4)
+
+
+@dataset_app.command("add")
+def dataset_add(
+    name: str,
+    source: Annotated[str, typer.Option(help="Path or URL of the data")],
+    text_col: Annotated[str | None, typer.Option(help="Text column")] = None,
+    label_col: Annotated[str | None, typer.Option(help="Label column")] = None,
+    task: Annotated[str, typer.Option(help="text-classification | causal-lm")] = "text-classification",
+    prompt_col: Annotated[str | None, typer.Option(help="Prompt column (causal-lm)")] = None,
+    response_col: Annotated[str | None, typer.Option(help="Response column (causal-lm)")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="csv|tsv|jsonl|parquet|hf")] = None,
+    delimiter: Annotated[str | None, typer.Option(help="Field delimiter")] = None,
+    encoding: Annotated[str, typer.Option(help="Text encoding")] = "utf-8",
+    label_map: Annotated[list[str] | None, typer.Option(
+        "--label-map", help="RAW=NAME, repeatable (e.g. --label-map 0=negative)")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing datasets/NAME.yaml")] = False,
+    no_check: Annotated[bool, typer.Option("--no-check", help="Skip `dataset check`")] = False,
+) -> None:
+    """Write datasets/NAME.yaml with inferred labels and defaults, then check it."""
+    from tunesmith.datasets import add, check
+
+    path = add(name, source=source, task=task, text_col=text_col, label_col=label_col,
+               prompt_col=prompt_col, response_col=response_col, fmt=fmt, delimiter=delimiter,
+               encoding=encoding, label_map=label_map or [], force=force)
+    typer.echo(f"wrote {path}")
+    if not no_check:
+        raise typer.Exit(0 if check(name, [], echo=typer.echo) else 4)
+
+
+def _mount_optional(module: str, attr: str) -> None:
+    """Mount commands that live in their own module (registry, serving)."""
+    try:
+        sub = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        return
+    for command in sub.registered_commands:
+        app.registered_commands.append(command)
+
+
+@app.command()
+def serve() -> None:
+    """Serve one scheduled retrain deployment per dataset from this process (Ctrl-C stops)."""
+    from flows.serve import serve_all
+
+    serve_all()
+
+
+_mount_optional("tunesmith.cli_registry", "registry_app")
+
+if __name__ == "__main__":
+    main()

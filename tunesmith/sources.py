@@ -1,0 +1,135 @@
+"""Reading a dataset's source as configured: csv, tsv, jsonl, parquet or a saved HF dataset.
+
+Every failure a user can cause becomes a `DataError` naming the file and what to change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+
+from tunesmith.config import SourceConfig
+from tunesmith.errors import DataError
+
+EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
+              ".parquet": "parquet", ".pq": "parquet"}
+
+
+def is_url(path: str) -> bool:
+    return path.startswith(("http://", "https://"))
+
+
+def source_format(src: SourceConfig, path: Path) -> str:
+    """The configured format, else inferred: a directory is a saved HF dataset."""
+    if src.format:
+        return src.format
+    if path.is_dir():
+        return "hf"
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        return "csv"
+    if suffix not in EXTENSIONS:
+        raise DataError(f"{path}: can't infer the format from '{suffix}'; set source.format")
+    return EXTENSIONS[suffix]
+
+
+def fetch(url: str, dest: Path) -> Path:
+    """Download `url` to `dest` (the Prefect task around ingest retries this)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp, dest.open("wb") as fh:
+            shutil.copyfileobj(resp, fh)
+    except OSError as exc:
+        raise DataError(f"source.path {url}: download failed: {exc}") from exc
+    return dest
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file, or of every file (sorted by relative path) in a directory."""
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode())
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def read_table(path: Path, src: SourceConfig) -> pd.DataFrame:
+    """Read `path` with the source's options; every column as str (missing -> None)."""
+    if not path.exists():
+        raise DataError(f"source.path: file not found: {path}")
+    fmt = source_format(src, path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty")
+    try:
+        frame = _read(path, fmt, src)
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: not valid {src.encoding} (byte {exc.start}: {exc.reason}); "
+            "set source.encoding (e.g. latin-1)"
+        ) from None
+    except (pd.errors.ParserError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: can't parse as {fmt}: {first}") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: file is empty") from None
+    if frame.empty:
+        raise DataError(f"{path}: no data rows")
+    frame.columns = [str(c) for c in frame.columns]
+    return frame
+
+
+def _read(path: Path, fmt: str, src: SourceConfig) -> pd.DataFrame:
+    if fmt in ("csv", "tsv"):
+        sep = src.delimiter or ("\t" if fmt == "tsv" else ",")
+        return pd.read_csv(
+            path, sep=sep, encoding=src.encoding, dtype=str, keep_default_na=False,
+            na_values=[""], header=0 if src.header else None,
+            names=src.column_names or None, quoting=3 if fmt == "tsv" else 0,
+        )
+    if fmt == "jsonl":
+        frame = pd.read_json(path, lines=True, dtype=False, encoding=src.encoding)
+        return frame.astype(object).where(frame.notna(), None).map(
+            lambda v: v if v is None or isinstance(v, (list, dict)) else str(v)
+        )
+    if fmt == "parquet":
+        frame = pd.read_parquet(path)
+        return _as_str(frame)
+    if fmt == "hf":
+        import datasets
+
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, datasets.DatasetDict):
+            loaded = datasets.concatenate_datasets(list(loaded.values()))
+        return _as_str(loaded.to_pandas())
+    raise DataError(f"{path}: unsupported format {fmt}")
+
+
+def _as_str(frame: pd.DataFrame) -> pd.DataFrame:
+    # Labels may be ints in parquet/HF data; the pipeline maps labels as strings.
+    out = frame.copy()
+    for col in out.columns:
+        if out[col].dtype != object or not out[col].map(lambda v: isinstance(v, (list, dict))).any():
+            out[col] = out[col].astype("string").astype(object).where(out[col].notna(), None)
+    return out
+
+
+def require_columns(frame: pd.DataFrame, needed: list[str], path: Path) -> None:
+    """Fail with the columns that are there, and a delimiter hint when only one was found."""
+    missing = [c for c in needed if c not in frame.columns]
+    if not missing:
+        return
+    found = list(frame.columns)
+    hint = ""
+    if len(found) == 1:
+        hint = " (one column only: wrong delimiter? set source.delimiter)"
+    raise DataError(
+        f"{path}: column {missing[0]!r} not found; columns are {found[:10]}{hint}"
+    )
