@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+from tunesmith.config import load_config, parse_overrides
+from tunesmith.errors import ConfigError
+
+
+def test_repo_config_loads_and_dataset_overrides_defaults():
+    cfg = load_config("sms_spam", REPO)
+    assert cfg.labels == ["ham", "spam"]
+    assert cfg.clean.strip_html is True  # from datasets/sms_spam.yaml
+    assert cfg.clean.max_chars == 5000  # from params.yaml
+    assert cfg.dirs.clean == REPO / "data" / "clean" / "sms_spam"
+
+
+def test_set_overrides_both(project: Path):
+    cfg = load_config("toy", project, ["train.lr=0.25", "clean.split.seed=7"])
+    assert cfg.train.lr == 0.25
+    assert cfg.clean.split.seed == 7
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    ("bogus: 1", "toy.yaml: bogus: unknown key"),
+    ("train: {nope: 1}", "toy.yaml: train.nope: unknown key"),
+    ("clean: {split: {train: -0.2, val: 0.6, test: 0.6}}", "toy.yaml: clean.split.train:"),
+    ("clean: {split: {train: 0.5, val: 0.1, test: 0.1}}", "must sum to 1"),
+    ("train: {lr: fast}", "toy.yaml: train.lr: Input should be a valid number"),
+])
+def test_bad_dataset_yaml_names_file_and_key(project: Path, extra: str, needle: str):
+    path = project / "datasets" / "toy.yaml"
+    path.write_text(path.read_text() + extra + "\n")
+    with pytest.raises(ConfigError, match=None) as info:
+        load_config("toy", project)
+    assert needle in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_key_in_params_names_params(project: Path):
+    params = project / "params.yaml"
+    params.write_text(params.read_text().replace("tokenize:\n", "tokenize:\n  speed: 3\n"))
+    with pytest.raises(ConfigError, match=r"params.yaml: tokenize.speed: unknown key"):
+        load_config("toy", project)
+
+
+def test_bad_override_is_named():
+    with pytest.raises(ConfigError, match=r"--set: train.batch_size"):
+        load_config("sms_spam", REPO, ["train.batch_size=big"])
+    with pytest.raises(ConfigError, match="expected key=value"):
+        parse_overrides(["train.lr"])
+
+
+def test_label_map_keys_become_strings(project: Path):
+    path = project / "datasets" / "toy.yaml"
+    path.write_text(path.read_text() + "label_map: {0: neg, 1: pos}\n")
+    assert load_config("toy", project).label_map == {"0": "neg", "1": "pos"}
+
+
+def test_dvc_index_must_match_dataset_source(project: Path):
+    params = project / "params.yaml"
+    params.write_text(params.read_text().replace(
+        "sms_spam: {source: data/samples/sms_spam.csv}", "toy: {source: data/other.csv}"))
+    with pytest.raises(ConfigError, match=r"datasets.toy.source is 'data/other.csv'"):
+        load_config("toy", project)

@@ -1,0 +1,44 @@
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tasks.ingest import ingest
+from tunesmith.config import load_config
+from tunesmith.errors import DataError
+
+
+def test_ingest_copies_source_and_writes_manifest(project: Path):
+    result = ingest(load_config("toy", project))
+    manifest = json.loads((result.raw_dir / "manifest.json").read_text())
+    assert manifest["rows"] == 80
+    assert (result.raw_dir / "source.csv").read_bytes() == (project / "data/toy.csv").read_bytes()
+    assert manifest["sha256"] == result.digest
+    assert list(pd.read_parquet(result.raw_dir / "rows.parquet").columns) == ["text", "label"]
+
+
+@pytest.mark.parametrize("fmt", ["tsv", "jsonl", "parquet", "hf"])
+def test_ingest_reads_every_format(project: Path, fmt: str):
+    frame = pd.read_csv(project / "data/toy.csv")
+    target = project / "data" / f"toy.{fmt}"
+    if fmt == "tsv":
+        frame.to_csv(target, sep="\t", index=False)
+    elif fmt == "jsonl":
+        frame.to_json(target, orient="records", lines=True)
+    elif fmt == "parquet":
+        frame.to_parquet(target)
+    else:
+        import datasets
+
+        datasets.Dataset.from_pandas(frame).save_to_disk(str(target))
+    cfg = load_config("toy", project, [f"source.path=data/toy.{fmt}"])
+    assert ingest(cfg).rows == 80
+
+
+def test_failed_ingest_keeps_previous_copy(project: Path):
+    cfg = load_config("toy", project)
+    first = ingest(cfg)
+    with pytest.raises(DataError):
+        ingest(load_config("toy", project, ["source.path=data/missing.csv"]))
+    assert json.loads((first.raw_dir / "manifest.json").read_text())["rows"] == 80
