@@ -78,7 +78,7 @@ def tokenize(cfg: Config) -> TokenizeResult:
     for split in SPLITS:
         frame = pd.read_parquet(cfg.dirs.clean / f"{split}.parquet")
         columns, full_lengths = _encode(frame, cfg, tokenizer)
-        _save_split(columns, staging / split)
+        _save_split(columns, staging / split, fingerprint=f"{key[:16]}-{split}")
         lengths = np.asarray(columns["length"], dtype=np.int64)
         truncated = int((full_lengths > cfg.tokenize.max_length).sum())
         report["rows"][split] = len(frame)
@@ -133,15 +133,18 @@ def _truncate(ids: list[int], max_len: int, last_id: int | None) -> list[int]:
     return ids[: max_len - 1] + [last_id] if last_id is not None else ids[:max_len]
 
 
-def _save_split(columns: dict, path: Path) -> None:
+def _save_split(columns: dict, path: Path, fingerprint: str) -> None:
     """Write one split in the `datasets.save_to_disk` layout (readable with pyarrow alone)."""
     import datasets
+
+    datasets.disable_progress_bars()  # one progress bar per split of 40 rows is noise
 
     types = {"input_ids": pa.list_(pa.int32()), "length": pa.int32(),
              "labels": pa.list_(pa.int64()) if columns["labels"] and
              isinstance(columns["labels"][0], list) else pa.int64()}
     table = pa.table({k: pa.array(v, type=types.get(k)) for k, v in columns.items()})
-    datasets.Dataset(table).save_to_disk(str(path))
+    # An explicit fingerprint spares `datasets` from hashing (and printing) our code.
+    datasets.Dataset(table, fingerprint=fingerprint).save_to_disk(str(path))
 
 
 def _percentiles(lengths: np.ndarray) -> dict[str, int]:

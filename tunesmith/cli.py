@@ -88,6 +88,10 @@ def run(
     """Run the whole pipeline through Prefect (ephemeral API unless PREFECT_API_URL is set)."""
     if bool(dataset) == all_:
         raise typer.BadParameter("give --dataset NAME or --all")
+    from tunesmith.config import find_root
+    from tunesmith.prefect_env import configure
+
+    configure(find_root())  # before Prefect is imported
     from flows.retrain import run_from_cli
 
     code = run_from_cli(dataset, all_, set_ or [])
@@ -158,6 +162,10 @@ def _mount_optional(module: str, attr: str) -> None:
 @app.command()
 def serve() -> None:
     """Serve one scheduled retrain deployment per dataset from this process (Ctrl-C stops)."""
+    from tunesmith.config import find_root
+    from tunesmith.prefect_env import configure
+
+    configure(find_root())
     from flows.serve import serve_all
 
     serve_all()

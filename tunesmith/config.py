@@ -129,6 +129,14 @@ class TrackingConfig(Strict):
     artifact_location: str = "mlartifacts"
 
 
+class FlowConfig(Strict):
+    """Orchestration policy of the Prefect retrain flow."""
+
+    retries: int = Field(2, ge=0)  # ingest (URL), evaluate and register (MLflow) only
+    retry_delay_s: float = Field(5.0, ge=0)  # doubles on each retry
+    train_timeout_s: int = Field(6 * 3600, ge=1)
+
+
 class PathsConfig(Strict):
     """Where each step writes; dvc.yaml reads the same keys via ${paths.*}."""
 
@@ -160,6 +168,7 @@ class Config(Strict):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     register_: RegisterConfig = Field(default_factory=RegisterConfig, alias="register")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    flow: FlowConfig = Field(default_factory=FlowConfig)
     root: Path = Path(".")  # project root; set by the loader, never in YAML
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

@@ -1,0 +1,65 @@
+"""Prefect artifacts a reviewer reads: validation summary, metrics table, gate decision."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
+
+from tunesmith.config import Config
+from tunesmith.jsonio import read_json
+
+
+def _key(cfg: Config, what: str) -> str:
+    # Artifact keys allow lowercase letters, digits and dashes only.
+    return f"{cfg.name}-{what}".lower().replace("_", "-")
+
+
+def publish_validation(cfg: Config, failed: bool) -> None:
+    summary = cfg.dirs.validation / "summary.md"
+    body = summary.read_text(encoding="utf-8") if summary.is_file() else "(no summary written)"
+    title = "FAILED" if failed else "passed"
+    create_markdown_artifact(
+        key=_key(cfg, "validation"), markdown=f"# Validation of {cfg.name}: {title}\n\n{body}",
+        description=f"Great Expectations results for {cfg.name}",
+    )
+
+
+def publish_eval(cfg: Config) -> None:
+    path = cfg.dirs.eval / "metrics.json"
+    if not path.is_file():
+        return
+    metrics = read_json(path)
+    rows = [{"metric": k, "value": round(v, 4)} for k, v in _flat(metrics).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    create_table_artifact(key=_key(cfg, "metrics"), table=rows,
+                          description=f"Test-set metrics of the {cfg.name} candidate")
+
+
+def publish_register(cfg: Config, result: Any) -> None:
+    decision = getattr(result, "decision", None)
+    reasons = getattr(decision, "reasons", None) or getattr(result, "reasons", []) or []
+    promoted = getattr(decision, "promote", getattr(result, "promoted", None))
+    lines = [f"# Gate decision for {cfg.name}: {'PROMOTED' if promoted else 'not promoted'}", ""]
+    lines += [f"- version: {getattr(result, 'version', '?')}"]
+    lines += [f"- {r}" for r in reasons]
+    create_markdown_artifact(key=_key(cfg, "gate"), markdown="\n".join(lines),
+                             description="Champion/challenger gate")
+    run_url = getattr(result, "run_url", None)
+    if run_url:
+        create_link_artifact(key=_key(cfg, "mlflow-run"), link=run_url,
+                             description="The MLflow run of this pipeline run")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

@@ -1,0 +1,148 @@
+"""The retrain flow: ingest -> clean -> validate -> tokenize -> train -> evaluate -> register.
+
+No step logic lives here: each Prefect task calls the same `tasks.<step>.<step>(cfg)` that
+`dvc.yaml` and the tests call. This module adds what orchestration is for: retries on the
+steps that touch the outside world, a training timeout, skipping steps whose inputs are
+unchanged (a Prefect cache keyed by `tunesmith.fingerprint.step_key`), one retrain per
+dataset at a time, and artifacts a reviewer reads in the Prefect UI.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.context import TaskRunContext
+
+from flows.artifacts import publish_eval, publish_register, publish_validation
+from flows.lock import dataset_lock
+from tunesmith.config import Config, dataset_names, find_root, load_config
+from tunesmith.errors import TunesmithError, ValidationFailed
+from tunesmith.fingerprint import code_digest, output_present, step_key
+
+STEPS = ("ingest", "clean", "validate", "tokenize", "train", "evaluate", "register")
+
+
+@dataclass
+class RetrainSummary:
+    dataset: str
+    status: str  # "completed", "skipped (locked)" or "failed: ..."
+    ran: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def _call_step(step: str, cfg: Config) -> Any:
+    return getattr(importlib.import_module(f"tasks.{step}"), step)(cfg)
+
+
+def _cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
+    return step_key(parameters["cfg"], parameters["step"], parameters["code"])
+
+
+def _retry_only_transient(task, task_run, state) -> bool:
+    """Bad data or config is not transient: retrying it only delays the failure."""
+    try:
+        state.result()
+    except TunesmithError:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+def make_step_task(step: str, cfg: Config):
+    """The Prefect task for one step, with the retry/timeout policy that step needs."""
+    flow_opts = cfg.flow
+    outside_world = step in ("ingest", "evaluate", "register")  # URL fetch, MLflow calls
+    return task(
+        _step_body,
+        name=step,
+        task_run_name=f"{step}-{cfg.name}",
+        cache_key_fn=_cache_key,
+        persist_result=True,
+        retries=flow_opts.retries if outside_world else 0,
+        retry_delay_seconds=[flow_opts.retry_delay_s * 2**i for i in range(flow_opts.retries)],
+        retry_condition_fn=_retry_only_transient,
+        timeout_seconds=flow_opts.train_timeout_s if step == "train" else None,
+        # Refresh instead of reusing a cached result when the output was deleted.
+        refresh_cache=not output_present(cfg, step),
+    )
+
+
+def _step_body(step: str, cfg: Config, code: str) -> Any:
+    get_run_logger().info("running %s for %s", step, cfg.name)
+    return _call_step(step, cfg)
+
+
+@flow(name="retrain", log_prints=True, validate_parameters=True)
+def retrain(dataset: str, overrides: list[str] | None = None) -> RetrainSummary:
+    """Retrain one dataset end to end; a worse model never replaces the champion."""
+    logger = get_run_logger()
+    started = time.perf_counter()
+    cfg = load_config(dataset, overrides=overrides or [])  # bad override: fails before any task
+    summary = RetrainSummary(dataset=dataset, status="completed")
+    code = code_digest()
+    with dataset_lock(cfg) as acquired:
+        if not acquired:
+            logger.warning("another retrain of %s is running; skipping this one", dataset)
+            summary.status = "skipped (locked)"
+            return summary
+        for step in STEPS:
+            state = make_step_task(step, cfg)(step, cfg, code, return_state=True)
+            if state.name == "Cached":
+                summary.cached.append(step)
+            else:
+                summary.ran.append(step)
+            try:
+                result = state.result()
+            except ValidationFailed:
+                publish_validation(cfg, failed=True)
+                raise
+            summary.results[step] = result
+            _publish(step, cfg, result)
+    summary.seconds = round(time.perf_counter() - started, 2)
+    logger.info("%s: ran %s, reused %s in %.1fs", dataset, summary.ran or "nothing",
+                summary.cached or "nothing", summary.seconds)
+    return summary
+
+
+def _publish(step: str, cfg: Config, result: Any) -> None:
+    if step == "validate":
+        publish_validation(cfg, failed=False)
+    elif step == "evaluate":
+        publish_eval(cfg)
+    elif step == "register":
+        publish_register(cfg, result)
+
+
+@flow(name="retrain-all", log_prints=True)
+def retrain_all(overrides: list[str] | None = None) -> list[RetrainSummary]:
+    """Retrain every dataset independently: one dataset's bad data doesn't stop the others."""
+    logger = get_run_logger()
+    summaries = []
+    for name in dataset_names(find_root()):
+        state = retrain(name, overrides, return_state=True)
+        try:
+            summaries.append(state.result())
+        except Exception as exc:  # noqa: BLE001 - reported per dataset, run continues
+            logger.error("%s failed: %s", name, exc)
+            summaries.append(RetrainSummary(dataset=name, status=f"failed: {exc}"))
+    return summaries
+
+
+def run_from_cli(dataset: str | None, all_: bool, overrides: list[str]) -> int:
+    """`tunesmith run`: run the flow(s), print one line per dataset, return the exit code."""
+    if all_:
+        summaries = retrain_all(overrides)
+    else:
+        load_config(dataset, overrides=overrides)  # a bad name/override: one line, no flow run
+        summaries = [retrain(dataset, overrides)]
+    for s in summaries:
+        print(f"{s.dataset}: {s.status}; ran {', '.join(s.ran) or 'nothing'}; "
+              f"reused {', '.join(s.cached) or 'nothing'} ({s.seconds:.1f}s)")
+    return 0 if all(not s.status.startswith("failed") for s in summaries) else 1
