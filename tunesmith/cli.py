@@ -29,7 +29,9 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads unless a hub id is named
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        app(standalone_mode=False)
+        # With standalone_mode off, click returns typer.Exit's code instead of exiting.
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except TunesmithError as exc:
         typer.secho(f"error: {exc}", err=True, fg="red")
         sys.exit(exc.exit_code)

@@ -131,7 +131,10 @@ def check(name: str, overrides: list[str], echo: Callable[[str], None] = print) 
         echo(f"validation: FAILED: {line}")
     summary = cfg.dirs.validation / "summary.md"
     if not ok and summary.is_file():
-        echo(summary.read_text(encoding="utf-8"))
+        # The terminal gets the failed rows of the table; summary.md has every expectation.
+        lines = summary.read_text(encoding="utf-8").splitlines()
+        echo("\n".join(line for line in lines if not line.startswith("| ") or "FAILED" in line
+                        or line.startswith("| expectation")))
     echo(f"reports: {cfg.dirs.clean / 'report.json'}, {cfg.dirs.validation}")
     echo("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
          + f" ({ing.rows} rows in, {cln.rows_out} out)")
@@ -148,8 +151,10 @@ def _echo_clean_report(cfg, echo: Callable[[str], None]) -> None:
         echo(f"  dropped {info['count']:>7} {reason:22} e.g. row {first.get('row')}: "
              f"{str(first.get('text', first.get('prompt', '')))[:60]!r}")
     if report.get("conflicting_labels"):
-        echo(f"  {len(report['conflicting_labels'])}+ texts appear with conflicting labels "
-             f"(see {cfg.dirs.clean / 'dropped.csv'})")
+        pair = report["conflicting_labels"][:2]
+        echo("  conflicting labels, e.g. " + "; ".join(
+            f"row {c['row']} {c['label']!r}: {c['text'][:40]!r}" for c in pair)
+            + f" (all in {cfg.dirs.clean / 'dropped.csv'})")
     if "class_balance" in report:
         train = report["class_balance"]["train"]
         total = sum(train.values()) or 1

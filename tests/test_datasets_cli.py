@@ -1,0 +1,51 @@
+"""`tunesmith dataset add | list | check` as a data team runs them."""
+
+from pathlib import Path
+
+import yaml
+from cli_helpers import run_cli
+from conftest import make_rows, write_csv
+
+from tunesmith.config import load_config
+
+
+def test_add_infers_labels_registers_for_dvc_and_checks(project: Path, monkeypatch, capsys):
+    rows = [(t, "1" if lab == "pos" else "0") for t, lab in make_rows(60)]
+    write_csv(project / "data" / "reviews.csv", rows, header=("review", "stars"))
+    result = run_cli(["dataset", "add", "reviews", "--source", "data/reviews.csv",
+                      "--text-col", "review", "--label-col", "stars",
+                      "--label-map", "0=bad", "--label-map", "1=good"],
+                     project, monkeypatch, capsys)
+    assert result.code == 0, result.err
+    spec = yaml.safe_load((project / "datasets" / "reviews.yaml").read_text())
+    assert spec["labels"] == ["bad", "good"]
+    assert spec["label_map"] == {"0": "bad", "1": "good"}
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    assert params["datasets"]["reviews"] == {"source": "data/reviews.csv"}
+    assert "# Defaults for every dataset" in (project / "params.yaml").read_text()  # comments kept
+    assert "60 rows in, 60 kept" in result.out
+    assert "validation: passed" in result.out
+    assert "splits: train 48, val 6, test 6" in result.out
+    cfg = load_config("reviews", project)
+    assert (cfg.dirs.validation / "result.json").is_file()
+
+    listed = run_cli(["dataset", "list"], project, monkeypatch, capsys)
+    assert "reviews" in listed.out and "toy" in listed.out
+
+
+def test_add_refuses_to_overwrite_and_bad_columns(project: Path, monkeypatch, capsys):
+    again = run_cli(["dataset", "add", "toy", "--source", "data/toy.csv", "--text-col", "text",
+                     "--label-col", "label"], project, monkeypatch, capsys)
+    assert again.code == 2 and "already exists" in again.err
+    wrong = run_cli(["dataset", "add", "other", "--source", "data/toy.csv", "--text-col", "body",
+                     "--label-col", "label"], project, monkeypatch, capsys)
+    assert wrong.code == 3 and "column 'body' not found" in wrong.err
+    assert not (project / "datasets" / "other.yaml").exists()
+
+
+def test_check_reports_failed_expectations(project: Path, monkeypatch, capsys):
+    path = project / "datasets" / "toy.yaml"
+    path.write_text(path.read_text().replace("min_rows: 10", "min_rows: 5000"))
+    result = run_cli(["dataset", "check", "toy"], project, monkeypatch, capsys)
+    assert result.code == 4
+    assert "FAILED" in result.out
