@@ -5,6 +5,7 @@ Tests reuse the real params.yaml (shrunk through a dataset YAML), never a second
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -108,3 +109,49 @@ train: {{epochs: 2, batch_size: 8, lr: 5.0e-3, early_stopping_patience: 5}}
         encoding="utf-8",
     )
     return path
+
+
+def save_split(path: Path, columns: dict[str, list]) -> None:
+    """`save_to_disk` with the contract's dtypes (input_ids int32, labels int64, length int32)."""
+    import datasets
+
+    label_type = (
+        datasets.Sequence(datasets.Value("int64"))
+        if columns["labels"] and isinstance(columns["labels"][0], list)
+        else datasets.Value("int64")
+    )
+    features = datasets.Features(
+        input_ids=datasets.Sequence(datasets.Value("int32")),
+        labels=label_type,
+        length=datasets.Value("int32"),
+    )
+    datasets.Dataset.from_dict(columns, features=features).save_to_disk(str(path))
+
+
+def make_tokenized(
+    out: Path,
+    tokenizer_dir: Path,
+    labels: list[str],
+    n_train: int = 64,
+    n_val: int = 32,
+    max_length: int = 32,
+    seed: int = 0,
+) -> Path:
+    """Tokenize toy sentiment rows (see conftest.make_rows) into train/val/test under `out`."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    rows = make_rows(n_train + 2 * n_val, seed=seed)
+    splits = {"train": rows[:n_train], "val": rows[n_train : n_train + n_val],
+              "test": rows[n_train + n_val :]}
+    for name, part in splits.items():
+        enc = tok([t for t, _ in part], truncation=True, max_length=max_length)
+        save_split(out / name, {
+            "input_ids": enc["input_ids"],
+            "labels": [labels.index(lab) for _, lab in part],
+            "length": [len(ids) for ids in enc["input_ids"]],
+        })
+    meta = {"task": "text-classification", "labels": labels, "base_model": str(tokenizer_dir),
+            "max_length": max_length, "data_digest": f"toy-{seed}-{n_train}"}
+    (out / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    return out

@@ -36,7 +36,8 @@ class Stage:
     """One phase of staged training, applied at an epoch boundary.
 
     `unfreeze`: "head" (head only), an int N (head + top N layers) or "all".
-    `lr_scale` multiplies `TrainOptions.lr` for this stage.
+    `lr_scale` multiplies the rates of the body (non-head) weights during this stage;
+    the head keeps `lr * head_lr_mult` throughout.
     """
 
     __pydantic_config__ = _STRICT
@@ -73,13 +74,16 @@ class TrainOptions:
     freeze_layers: int = -2
     lora: LoraOptions = field(default_factory=LoraOptions)
     stages: list[Stage] = field(default_factory=list)
-    eval_every_steps: int = 0  # 0 = evaluate once per epoch
+    eval_every_steps: int = 0  # 0 = evaluate (and checkpoint) once per epoch
+    log_every_steps: int = 1  # rows of curve.csv; 1 = every optimizer step
     metric_for_best: str = "accuracy"
     early_stopping_patience: int = 2
     seed: int = 42
     precision: Precision = "auto"
     gradient_checkpointing: bool = False
     compile: bool = False
+    # FSDP for models too large to replicate, e.g. "full_shard auto_wrap" (multi-GPU only).
+    fsdp: str = ""
     group_by_length: bool = True
     save_total_limit: int = 2
     warm_start: str = ""  # path of a previous model whose head rows are copied for shared labels

@@ -1,0 +1,116 @@
+"""Tokenized splits on disk -> torch datasets, samplers and collators.
+
+The tokenize step writes each split with `datasets.Dataset.save_to_disk`; an accelerator
+machine may not have `datasets`, so the arrow files are read with pyarrow alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.ipc
+import torch
+from torch.utils.data import Dataset, Sampler
+
+
+def read_split(split_dir: Path) -> pa.Table:
+    """All `data-*.arrow` shards of a `save_to_disk` split as one table."""
+    shards = sorted(Path(split_dir).glob("data-*.arrow"))
+    if not shards:
+        raise FileNotFoundError(f"{split_dir}: no data-*.arrow files (run the tokenize step)")
+    tables = []
+    for shard in shards:
+        with pa.memory_map(str(shard)) as source:
+            tables.append(pyarrow.ipc.open_stream(source).read_all())
+    return pa.concat_tables(tables)
+
+
+def read_meta(tokenized_dir: Path) -> dict[str, Any]:
+    """`meta.json` written by the tokenize step (task, labels, base_model, max_length, digest)."""
+    path = Path(tokenized_dir) / "meta.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+class TokenizedDataset(Dataset):
+    """Rows of `input_ids` / `labels` as python lists; the collator makes tensors."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self.input_ids: list[list[int]] = table.column("input_ids").to_pylist()
+        self.labels: list[Any] = table.column("labels").to_pylist()
+        if "length" in table.column_names:
+            self.lengths = [int(n) for n in table.column("length").to_pylist()]
+        else:
+            self.lengths = [len(ids) for ids in self.input_ids]
+
+    @classmethod
+    def load(cls, split_dir: Path) -> TokenizedDataset:
+        return cls(read_split(split_dir))
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"input_ids": self.input_ids[i], "labels": self.labels[i]}
+
+    def n_tokens(self) -> int:
+        return sum(self.lengths)
+
+
+class LengthGroupedSampler(Sampler[int]):
+    """Random order with similar lengths batched together, reproducible per (seed, epoch).
+
+    transformers' own sampler draws from the global RNG when an epoch starts, so a run
+    resumed from a checkpoint would see different batches. Seeding by epoch makes the
+    order a pure function of (seed, epoch): same in every DDP process and after resume.
+    Megabatches of 50 batches are sorted by length, as in transformers.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int) -> None:
+        self.lengths = lengths
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=gen).tolist()
+        mega = self.batch_size * 50
+        out: list[int] = []
+        for start in range(0, len(order), mega):
+            chunk = sorted(order[start : start + mega], key=lambda i: -self.lengths[i])
+            out.extend(chunk)
+        # Shuffle whole batches so the epoch doesn't run longest-to-shortest per megabatch.
+        batches = [out[i : i + self.batch_size] for i in range(0, len(out), self.batch_size)]
+        perm = torch.randperm(len(batches), generator=gen).tolist()
+        return iter([i for b in perm for i in batches[b]])
+
+
+class CausalPadCollator:
+    """Right-pads `input_ids` with the pad id and `labels` with -100 (ignored by the loss)."""
+
+    def __init__(self, pad_id: int, multiple_of: int = 8) -> None:
+        self.pad_id = pad_id
+        self.multiple_of = multiple_of
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        longest = max(len(f["input_ids"]) for f in features)
+        width = math.ceil(longest / self.multiple_of) * self.multiple_of
+        ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(features), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(features), width), dtype=torch.long)
+        for row, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[row, :n] = torch.tensor(f["input_ids"])
+            labels[row, :n] = torch.tensor(f["labels"])
+            mask[row, :n] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}

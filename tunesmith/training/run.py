@@ -1,0 +1,393 @@
+"""`train_model(request) -> TrainSummary`: one fine-tuning run on transformers.Trainer.
+
+Works the same in one process (CPU or one GPU) and under `torchrun`/`accelerate launch`
+(DDP, or FSDP via `train.fsdp`): the Trainer reads the launcher's environment. Only the
+main process writes outputs. Checkpoints go under `checkpoint_dir/<fingerprint>`, where
+the fingerprint covers the data digest and every option, so a rerun after a crash resumes
+its own run and never a stale one; they are deleted once the outputs are written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import resource
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import (
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    EarlyStoppingCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
+from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+from tunesmith.training.callbacks import EpochLog, QuietProgress
+from tunesmith.training.causal_lm import causal_collator, perplexity
+from tunesmith.training.data import LengthGroupedSampler, TokenizedDataset
+from tunesmith.training.layers import count_params
+from tunesmith.training.methods import apply_method, check_environment, load_base
+from tunesmith.training.options import TrainOptions
+from tunesmith.training.param_groups import make_optimizer, param_groups
+from tunesmith.training.staged import StagedUnfreezing, resolve_stages
+from tunesmith.training.warm_start import copy_head_rows, model_dir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainRequest:
+    """Everything one run needs; `tasks/train.py` builds it from the Config."""
+
+    base_model: str  # from_pretrained path or hub id (already resolved)
+    task: str  # "text-classification" | "causal-lm"
+    labels: list[str]
+    tokenized_dir: Path  # holds train/ and val/ written with save_to_disk
+    output_dir: Path  # gets model/, adapter/, train_summary.json, curve.csv
+    checkpoint_dir: Path  # resumable checkpoints, one subfolder per fingerprint
+    options: TrainOptions = field(default_factory=TrainOptions)
+    data_digest: str = ""
+    callbacks: list[TrainerCallback] = field(default_factory=list)  # extra hooks (tests, tools)
+
+
+@dataclass
+class TrainSummary:
+    """What `train_summary.json` records."""
+
+    method: str
+    task: str
+    trainable_params: int
+    total_params: int
+    trainable_share: float
+    epochs_run: float
+    steps: int
+    best_epoch: float | None
+    best_step: int | None
+    metric: str
+    best_metric: float | None
+    val_metrics: dict[str, float]
+    wall_time_s: float
+    samples_per_s: float
+    peak_memory_mb: float
+    memory_kind: str  # "cpu_rss" (process peak RSS) or "cuda_allocated"
+    device: str
+    world_size: int
+    precision: str
+    resumed_from: str | None
+    fingerprint: str
+    n_train: int
+    n_val: int
+    output_dir: str
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def fingerprint(req: TrainRequest) -> str:
+    """Hash of data digest + base model + labels + options: names the checkpoint folder."""
+    payload = {
+        "digest": req.data_digest,
+        "base": req.base_model,
+        "task": req.task,
+        "labels": req.labels,
+        "options": dataclasses.asdict(req.options),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def precision_flags(opts: TrainOptions) -> tuple[str, dict[str, bool]]:
+    """bf16 on GPUs that support it, else fp16 on CUDA, fp32 on CPU (autocast, not casts)."""
+    if not torch.cuda.is_available():
+        return "fp32", {}
+    choice = opts.precision
+    if choice == "auto":
+        choice = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    flags = {"bf16": choice == "bf16", "fp16": choice == "fp16"}
+    # TF32 matmuls: ~free speed on Ampere+ at a precision loss irrelevant for fine-tuning.
+    flags["tf32"] = torch.cuda.get_device_capability()[0] >= 8
+    return choice, flags
+
+
+def metric_settings(task: str, opts: TrainOptions) -> tuple[str, bool]:
+    """(metric name without `eval_`, greater_is_better)."""
+    metric = opts.metric_for_best
+    if task == "causal-lm" and metric not in ("loss", "perplexity"):
+        metric = "loss"
+    return metric, not any(k in metric for k in ("loss", "perplexity"))
+
+
+def classification_metrics(eval_pred) -> dict[str, float]:
+    """accuracy and macro F1 from argmax predictions (numpy only: no sklearn on GPU boxes)."""
+    preds, labels = np.asarray(eval_pred.predictions), np.asarray(eval_pred.label_ids)
+    f1s = []
+    for c in np.union1d(preds, labels):
+        tp = np.sum((preds == c) & (labels == c))
+        denom = np.sum(preds == c) + np.sum(labels == c)
+        f1s.append(2 * tp / denom if denom else 0.0)
+    return {"accuracy": float(np.mean(preds == labels)), "f1_macro": float(np.mean(f1s))}
+
+
+def argmax_logits(logits, labels):
+    """Keep only predicted ids during eval, not the full logits."""
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return logits.argmax(dim=-1)
+
+
+def peak_memory() -> tuple[float, str]:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20, "cuda_allocated"
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_rss"
+
+
+class TunesmithTrainer(Trainer):
+    """Trainer with our parameter groups and a resume-safe length-grouped sampler."""
+
+    def __init__(self, *args, options: TrainOptions, include_frozen: bool, lengths: list[int], **kw):
+        super().__init__(*args, **kw)
+        self.options = options
+        self.include_frozen = include_frozen
+        self.lengths = lengths
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            groups = param_groups(self.model if model is None else model, self.options, self.include_frozen)
+            self.optimizer = make_optimizer(groups, self.options)
+        return self.optimizer
+
+    def _get_train_sampler(self, train_dataset=None):
+        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        lengths = self.lengths if self.options.group_by_length else [0] * len(self.lengths)
+        return LengthGroupedSampler(lengths, batch, seed=self.args.seed)
+
+
+def training_args(req: TrainRequest, ckpt: Path, metric: str, greater: bool) -> TrainingArguments:
+    opts = req.options
+    epochs = opts.epochs
+    if opts.method == "staged":
+        epochs = float(sum(s.epochs for s in resolve_stages(opts.stages)))
+    strategy = "steps" if opts.eval_every_steps > 0 else "epoch"
+    scheduler = {
+        "linear": "linear",
+        "cosine": "cosine",
+        "constant": "constant_with_warmup",
+        "plateau": "reduce_lr_on_plateau",
+    }[opts.scheduler]
+    sched_kwargs = {"mode": "max" if greater else "min", "factor": 0.5, "patience": 0} if opts.scheduler == "plateau" else {}
+    _, flags = precision_flags(opts)
+    return TrainingArguments(
+        output_dir=str(ckpt),
+        num_train_epochs=epochs,
+        max_steps=opts.max_steps,
+        per_device_train_batch_size=opts.batch_size,
+        per_device_eval_batch_size=opts.eval_batch_size,
+        gradient_accumulation_steps=opts.grad_accum,
+        learning_rate=opts.lr,
+        weight_decay=opts.weight_decay,
+        max_grad_norm=opts.max_grad_norm,
+        lr_scheduler_type=scheduler,
+        lr_scheduler_kwargs=sched_kwargs,
+        warmup_steps=opts.warmup_ratio,  # < 1 is read as a ratio of all steps
+        eval_strategy=strategy,
+        save_strategy=strategy,
+        eval_steps=opts.eval_every_steps or None,
+        save_steps=opts.eval_every_steps or None,
+        logging_strategy="steps",
+        logging_steps=max(1, opts.log_every_steps),
+        save_total_limit=opts.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model=metric,
+        greater_is_better=greater,
+        seed=opts.seed,
+        data_seed=opts.seed,
+        report_to="none",
+        remove_unused_columns=False,
+        label_names=["labels"],
+        prediction_loss_only=req.task == "causal-lm",
+        torch_compile=opts.compile,
+        # Staged runs keep frozen weights in the DDP graph; they get no gradient some epochs.
+        ddp_find_unused_parameters=opts.method == "staged" or None,
+        fsdp=opts.fsdp,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+        **flags,
+    )
+
+
+# ---------------------------------------------------------------- main entry
+
+
+def train_model(req: TrainRequest) -> TrainSummary:
+    """Train `req.base_model` with `req.options` on the tokenized splits; write the outputs."""
+    opts = req.options
+    check_environment(opts)  # e.g. QLoRA on CPU: stop before loading anything
+    started = time.perf_counter()
+    set_seed(opts.seed)
+
+    train_ds = TokenizedDataset.load(req.tokenized_dir / "train")
+    val_ds = TokenizedDataset.load(req.tokenized_dir / "val")
+    tokenizer = AutoTokenizer.from_pretrained(req.base_model)
+    if tokenizer.pad_token is None:  # GPT-2 style vocabularies have no pad token
+        tokenizer.pad_token = tokenizer.eos_token
+
+    source = str(model_dir(opts.warm_start)) if opts.warm_start else req.base_model
+    model = load_base(source, req.task, req.labels, opts)
+    if opts.warm_start and req.task != "causal-lm":
+        copy_head_rows(model, req.labels, Path(source))
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    model = apply_method(model, req.task, opts)
+    trainable, total = count_params(model)
+
+    metric, greater = metric_settings(req.task, opts)
+    fp = fingerprint(req)
+    ckpt = Path(req.checkpoint_dir) / fp
+    args = training_args(req, ckpt, metric, greater)
+    if args.process_index == 0:
+        print(
+            f"train: method={opts.method} trainable {trainable:,} / {total:,} params "
+            f"({100 * trainable / total:.2f}%), {len(train_ds)} train / {len(val_ds)} val rows",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    if req.task == "causal-lm":
+        collator = causal_collator(tokenizer, opts.packing)
+        compute_metrics, preprocess = None, None
+    else:
+        collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
+        compute_metrics, preprocess = classification_metrics, argmax_logits
+
+    callbacks: list[TrainerCallback] = [
+        EpochLog(metric, opts.batch_size * opts.grad_accum * args.world_size, args.num_train_epochs)
+    ]
+    if opts.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=opts.early_stopping_patience))
+    if opts.method == "staged":
+        callbacks.append(StagedUnfreezing(opts.stages))
+    callbacks.extend(req.callbacks)
+
+    trainer = TunesmithTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
+        processing_class=tokenizer,
+        data_collator=collator,
+        compute_metrics=compute_metrics,
+        preprocess_logits_for_metrics=preprocess,
+        callbacks=callbacks,
+        options=opts,
+        include_frozen=opts.method == "staged",
+        lengths=train_ds.lengths,
+    )
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(QuietProgress)
+
+    resume = get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
+    if resume and args.process_index == 0:
+        print(f"train: resuming from {resume}", file=sys.stderr, flush=True)
+    result = trainer.train(resume_from_checkpoint=resume)
+    val = trainer.evaluate()
+    val_metrics = {k.removeprefix("eval_"): float(v) for k, v in val.items() if isinstance(v, int | float)}
+    if req.task == "causal-lm":
+        val_metrics["perplexity"] = perplexity(val_metrics["loss"])
+
+    mem, mem_kind = peak_memory()
+    state = trainer.state
+    best_step = state.best_global_step
+    best_epoch = next(
+        (e["epoch"] for e in state.log_history if e.get("step") == best_step and f"eval_{metric}" in e),
+        None,
+    )
+    summary = TrainSummary(
+        method=opts.method,
+        task=req.task,
+        trainable_params=trainable,
+        total_params=total,
+        trainable_share=trainable / total,
+        epochs_run=float(state.epoch or 0.0),
+        steps=state.global_step,
+        best_epoch=best_epoch,
+        best_step=best_step,
+        metric=metric,
+        best_metric=state.best_metric,
+        val_metrics=val_metrics,
+        wall_time_s=time.perf_counter() - started,
+        samples_per_s=float(result.metrics.get("train_samples_per_second", 0.0)),
+        peak_memory_mb=mem,
+        memory_kind=mem_kind,
+        device=str(args.device),
+        world_size=args.world_size,
+        precision=precision_flags(opts)[0],
+        resumed_from=resume,
+        fingerprint=fp,
+        n_train=len(train_ds),
+        n_val=len(val_ds),
+        output_dir=str(req.output_dir),
+    )
+    if trainer.is_world_process_zero():
+        write_outputs(trainer, tokenizer, req, summary)
+        shutil.rmtree(ckpt, ignore_errors=True)
+    return summary
+
+
+def write_outputs(trainer: Trainer, tokenizer, req: TrainRequest, summary: TrainSummary) -> None:
+    """model/ (merged for LoRA) + tokenizer, adapter/, train_summary.json, curve.csv."""
+    out = Path(req.output_dir)
+    # A previous run's files must not survive next to this one's (e.g. adapter/ after full).
+    for stale in ("model", "adapter"):
+        shutil.rmtree(out / stale, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if req.options.method in ("lora", "qlora"):
+        model.save_pretrained(out / "adapter")
+        tokenizer.save_pretrained(out / "adapter")
+        model = merged_model(model, req)
+    model.save_pretrained(out / "model")
+    tokenizer.save_pretrained(out / "model")
+    (out / "train_summary.json").write_text(
+        json.dumps(dataclasses.asdict(summary), indent=2), encoding="utf-8"
+    )
+    curve_frame(trainer.state.log_history).to_csv(out / "curve.csv", index=False)
+
+
+def merged_model(peft_model, req: TrainRequest):
+    """The adapter folded into the base weights, so evaluation/serving need no peft."""
+    if req.options.method != "qlora":
+        return peft_model.merge_and_unload()
+    # 4-bit weights can't absorb the adapter exactly: reload the base in bf16 and merge there.
+    from peft import PeftModel
+
+    from tunesmith.training.methods import _auto_cls, _model_kwargs
+
+    base = _auto_cls(req.task).from_pretrained(
+        req.base_model, dtype=torch.bfloat16, ignore_mismatched_sizes=req.task != "causal-lm",
+        **_model_kwargs(req.task, req.labels),
+    )
+    return PeftModel.from_pretrained(base, Path(req.output_dir) / "adapter").merge_and_unload()
+
+
+def curve_frame(log_history: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per logged step: step, epoch, loss, learning_rate, grad_norm, eval_* columns."""
+    rows = [e for e in log_history if "loss" in e or any(k.startswith("eval_") for k in e)]
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    keep = [c for c in frame.columns if not c.startswith(("train_", "total_flos"))]
+    return frame[keep].groupby("step", as_index=False).first()
