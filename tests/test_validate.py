@@ -74,7 +74,9 @@ def _text_too_long(s: Splits) -> None:
 
 
 def _null_text(s: Splits) -> None:
+    # Nulls in two splits: reported as nulls, not as one text shared by both splits.
     s["test"].loc[4, "text"] = None
+    s["train"].loc[5, "text"] = None
 
 
 def _rare_class(s: Splits) -> None:
@@ -103,7 +105,8 @@ FAILURES = {
     "text_too_long": (_text_too_long, (), {
         "val: expect_column_value_lengths_to_be_between(text)": "row 2: 'xxx"}),
     "null_text": (_null_text, (), {
-        "test: expect_column_values_to_not_be_null(text)": "row 4"}),
+        "test: expect_column_values_to_not_be_null(text)": "row 4",
+        "train: expect_column_values_to_not_be_null(text)": "row 5"}),
     "too_few_rows": (lambda s: None, ("validate.min_rows=100",), {
         "dataset: expect_table_row_count_to_be_between": ""}),
     "too_few_split_rows": (lambda s: None, ("validate.min_split_rows=20",), {

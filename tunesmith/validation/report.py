@@ -57,7 +57,7 @@ def _observed(res: dict[str, Any], error: str | None, result_success: bool) -> s
         return f"error: {error}"
     if res == {}:  # expect_column_to_exist reports nothing but success
         return "" if result_success else "column missing"
-    if "observed_value" in res:
+    if res.get("observed_value") is not None:
         value = res["observed_value"]
         return _short(value) if not isinstance(value, list) else _short(sorted(map(str, value)))
     if "unexpected_count" in res:
