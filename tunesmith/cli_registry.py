@@ -1,0 +1,145 @@
+"""`tunesmith predict | promote | rollback`: serve and steer the registered models.
+
+Commands live on `registry_app`; `tunesmith.cli` mounts them at the top level. Heavy
+imports (MLflow, torch) happen inside the commands so `tunesmith --help` stays instant.
+Errors a user can cause are raised as TunesmithError; `tunesmith.cli.main` prints them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tunesmith.errors import DataError
+
+registry_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+DatasetOpt = Annotated[
+    str, typer.Option("--dataset", "-d", help="Dataset name (datasets/NAME.yaml)")
+]
+VersionOpt = Annotated[int, typer.Option("--version", "-v", help="Registered model version")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override: section.key=value")]
+
+
+def read_texts(path: Path, columns: list[str]) -> tuple[Any, str]:
+    """A CSV/TSV/JSONL/parquet file as a frame, and the first of `columns` it has."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".jsonl", ".ndjson"):
+            frame = pd.read_json(path, lines=True)
+        elif suffix == ".json":
+            frame = pd.read_json(path)
+        elif suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        elif suffix in (".csv", ".tsv", ".txt"):
+            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+        else:
+            raise DataError(
+                f"{path}: unsupported input format {suffix!r} (csv, tsv, jsonl, parquet)"
+            )
+    except ValueError as exc:
+        raise DataError(f"{path}: cannot read: {str(exc).splitlines()[0]}") from None
+    for name in columns:
+        if name in frame.columns:
+            return frame, name
+    raise DataError(
+        f"{path}: no text column {' or '.join(map(repr, columns))} "
+        f"(columns: {', '.join(map(str, frame.columns))}); pass --text-col"
+    )
+
+
+def write_predictions(frame: Any, path: Path | None) -> None:
+    """To `path` by its extension (csv/tsv/jsonl/parquet), or as CSV on stdout."""
+    if path is None:
+        frame.to_csv(sys.stdout, index=False)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        frame.to_json(path, orient="records", lines=True, force_ascii=False)
+    elif suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False, sep="\t" if suffix == ".tsv" else ",")
+
+
+@registry_app.command()
+def predict(
+    dataset: DatasetOpt,
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to classify")] = None,
+    alias: Annotated[str, typer.Option(help="Registry alias to load")] = "champion",
+    input: Annotated[
+        Path | None, typer.Option("--input", "-i", help="CSV/TSV/JSONL/parquet file of texts")
+    ] = None,
+    text_col: Annotated[str | None, typer.Option(help="Text column of --input")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write predictions here (by extension)")
+    ] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Classify texts with `models:/DATASET@ALIAS` (offline); adds `label` and `score`."""
+    import pandas as pd
+
+    from tunesmith.config import load_config
+    from tunesmith.registry import store
+
+    if bool(texts) == bool(input):
+        raise typer.BadParameter("give either TEXT arguments or --input FILE (one of them)")
+    cfg = load_config(dataset, overrides=set_ or [])
+    if input is not None:
+        # An explicit --text-col, else the dataset's own text column (so an export of the
+        # source works as is), else "text".
+        columns = [text_col] if text_col else [c for c in (cfg.columns.text, "text") if c]
+        frame, column = read_texts(input, columns)
+    else:
+        frame, column = pd.DataFrame({"text": texts}), "text"
+    model = store.load_pyfunc(cfg, alias)
+    scored = model.predict(pd.DataFrame({"text": frame[column].astype(str).tolist()}))
+    result = frame.reset_index(drop=True).assign(
+        label=scored["label"].to_numpy(), score=scored["score"].round(6).to_numpy()
+    )
+    if input is None and output is None:
+        for row in result.itertuples():
+            typer.echo(f"{row.label}\t{row.score:.4f}\t{row.text}")
+        return
+    write_predictions(result, output)
+    if output is not None:
+        typer.echo(f"wrote {len(result)} predictions to {output}", err=True)
+
+
+def _move(dataset: str, version: int, action: str, note: str, overrides: list[str]) -> None:
+    from tunesmith.config import load_config
+    from tunesmith.registry import store
+
+    cfg = load_config(dataset, overrides=overrides)
+    previous = store.move_champion(cfg, version, action, note)
+    typer.echo(f"{dataset}: champion -> version {version} (was {previous}); {action} recorded")
+
+
+@registry_app.command()
+def promote(
+    dataset: DatasetOpt,
+    version: VersionOpt,
+    note: Annotated[str, typer.Option(help="Why, recorded on the version")] = "",
+    set_: SetOpt = None,
+) -> None:
+    """Make VERSION the champion by hand, bypassing the gate (recorded on the version)."""
+    _move(dataset, version, "promote", note, set_ or [])
+
+
+@registry_app.command()
+def rollback(
+    dataset: DatasetOpt,
+    version: VersionOpt,
+    note: Annotated[str, typer.Option(help="Why, recorded on the version")] = "",
+    set_: SetOpt = None,
+) -> None:
+    """Point the champion back at an earlier VERSION (recorded on the version)."""
+    _move(dataset, version, "rollback", note, set_ or [])

@@ -1,0 +1,147 @@
+"""Thin MLflow registry side effects: log, register, read and move aliases, load.
+
+The registered model of a dataset is named after the dataset. Aliases: `challenger` (the
+latest evaluated version) and `champion` (what `predict` serves).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from tunesmith.config import Config
+from tunesmith.errors import EnvironmentProblem
+from tunesmith.tracking import configure, tracking_uri
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+MODEL_CODE = Path(__file__).with_name("hf_classifier.py")
+
+
+def model_uri(name: str, alias: str) -> str:
+    return f"models:/{name}@{alias}"
+
+
+def version_for(cfg: Config, alias: str) -> ModelVersion | None:
+    """The version holding `alias` in the dataset's registered model, or None."""
+    client = configure(cfg)
+    try:
+        return client.get_model_version_by_alias(cfg.name, alias)
+    except MlflowException:
+        return None
+
+
+def get_version(cfg: Config, version: int) -> ModelVersion:
+    """Version `version` of the dataset's model, or a one-line error naming it."""
+    try:
+        return configure(cfg).get_model_version(cfg.name, str(version))
+    except MlflowException:
+        raise EnvironmentProblem(
+            f"registered model {cfg.name!r} has no version {version} ({tracking_uri(cfg)})"
+        ) from None
+
+
+def log_classifier(cfg: Config, model_dir: Path, labels: list[str]) -> Any:
+    """Log `model_dir` (a transformers classifier) as a pyfunc model into the active run."""
+    import pandas as pd
+    import torch
+    import transformers
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("string", "text")]),
+        outputs=Schema(
+            [ColSpec("string", "label"), ColSpec("double", "score")]
+            + [ColSpec("double", f"prob_{label}") for label in labels]
+        ),
+    )
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(MODEL_CODE),
+        artifacts={"model": str(model_dir)},
+        model_config={"max_length": cfg.tokenize.max_length,
+                      "batch_size": cfg.evaluate.batch_size},
+        signature=signature,
+        input_example=pd.DataFrame({"text": ["an example text to classify"]}),
+        # Pinned to what trained it; the CPU build of torch serves fine anywhere.
+        pip_requirements=[
+            f"mlflow=={mlflow.__version__}",
+            f"torch=={torch.__version__.split('+')[0]}",
+            f"transformers=={transformers.__version__}",
+            f"pandas=={pd.__version__}",
+        ],
+    )
+
+
+def smoke_test(uri: str, texts: list[str]) -> None:
+    """Load the logged model the way `predict` will and classify `texts`, or raise.
+
+    MLflow's own check of the input example only warns on failure, and a version that
+    cannot load must never be registered, let alone become champion.
+    """
+    import pandas as pd
+
+    try:
+        out = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({"text": texts}))
+    except Exception as exc:  # noqa: BLE001 - whatever breaks, the model is unusable
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise EnvironmentProblem(
+            f"{uri}: the logged model does not load and predict: {first}"
+        ) from exc
+    if list(out.columns[:2]) != ["label", "score"] or len(out) != len(texts):
+        raise EnvironmentProblem(f"{uri}: the logged model returned {list(out.columns)}")
+
+
+def register_version(cfg: Config, uri: str) -> ModelVersion:
+    """A new version of the dataset's registered model from a logged model uri."""
+    client = configure(cfg)
+    try:
+        client.get_registered_model(cfg.name)
+    except MlflowException:
+        client.create_registered_model(
+            cfg.name, description=f"tunesmith {cfg.task} model for dataset {cfg.name}"
+        )
+    # register_model waits until the version is READY (a remote store may copy first).
+    return mlflow.register_model(uri, cfg.name)
+
+
+def set_alias(cfg: Config, alias: str, version: int | str) -> None:
+    configure(cfg).set_registered_model_alias(cfg.name, alias, str(version))
+
+
+def move_champion(cfg: Config, version: int, action: str, note: str = "") -> int | None:
+    """Point `champion` at `version` by hand (promote/rollback); returns the previous version.
+
+    The move is recorded on the version as tags (`<action>.at`, `<action>.from`) and as a
+    line appended to its description.
+    """
+    client = configure(cfg)
+    mv = get_version(cfg, version)
+    before = version_for(cfg, CHAMPION)
+    previous = int(before.version) if before else None
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    client.set_model_version_tag(cfg.name, mv.version, f"{action}.at", stamp)
+    client.set_model_version_tag(cfg.name, mv.version, f"{action}.from", str(previous))
+    client.set_model_version_tag(cfg.name, mv.version, "gate.decision", f"manual {action}")
+    line = f"{stamp}: manual {action} to champion (was version {previous}). {note}".strip()
+    description = f"{mv.description}\n\n{line}" if mv.description else line
+    client.update_model_version(cfg.name, mv.version, description=description)
+    set_alias(cfg, CHAMPION, mv.version)  # last: a failure above leaves the champion alone
+    return previous
+
+
+def load_pyfunc(cfg: Config, alias: str = CHAMPION) -> Any:
+    """Load `models:/NAME@alias` as a pyfunc model, or raise a one-line error."""
+    configure(cfg)
+    if version_for(cfg, alias) is None:
+        raise EnvironmentProblem(
+            f"registered model {cfg.name!r} has no version with alias {alias!r} "
+            f"({tracking_uri(cfg)}): run the pipeline or `tunesmith promote` first"
+        )
+    return mlflow.pyfunc.load_model(model_uri(cfg.name, alias))

@@ -1,0 +1,292 @@
+"""One MLflow run per pipeline run, shared by every step, even across processes.
+
+Steps run in one process (Prefect) or one process each (`dvc repro`), so the run id lives
+in a file, `cfg.dirs.state/mlflow_run.json`. `active_run(cfg)` resumes that run while it is
+RUNNING and starts a new one otherwise; leaving the context keeps it RUNNING for the next
+step, and `register` closes it with `finish_run` so the next pipeline run starts fresh.
+
+The `log_*` helpers read what the steps wrote to disk (params, data lineage, validation,
+training curves), skip what the run already has, and so are safe to call from any step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from tunesmith.config import DATASETS_DIR, Config
+
+RUN_FILE = "mlflow_run.json"
+SPLITS = ("train", "val", "test")
+_MAX_PARAM = 6000  # MLflow's limit on a param value
+
+
+def tracking_uri(cfg: Config) -> str:
+    """MLFLOW_TRACKING_URI if set, else cfg.tracking.uri (a relative sqlite path is made
+    absolute against the project root, so every step and `mlflow ui` see one store)."""
+    if env := os.environ.get("MLFLOW_TRACKING_URI"):
+        return env
+    uri = cfg.tracking.uri
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str((cfg.root / uri[len(prefix):]).resolve())
+    return uri
+
+
+def configure(cfg: Config) -> MlflowClient:
+    """Point the fluent API at this project's tracking store and return a client for it."""
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(uri, uri)
+
+
+def experiment_id(cfg: Config, client: MlflowClient) -> str:
+    """The dataset's experiment (named after it), created with artifacts under the project."""
+    exp = client.get_experiment_by_name(cfg.name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if tracking_uri(cfg).startswith(("sqlite:", "file:")) or "://" not in tracking_uri(cfg):
+        # A remote server decides its own artifact store; a local one keeps them in the project.
+        location = (cfg.root / cfg.tracking.artifact_location / cfg.name).resolve().as_uri()
+    return client.create_experiment(cfg.name, artifact_location=location)
+
+
+def run_file(cfg: Config) -> Path:
+    return cfg.dirs.state / RUN_FILE
+
+
+def current_run_id(cfg: Config) -> str | None:
+    """The pipeline run recorded in the state file if it is still RUNNING in this store."""
+    path = run_file(cfg)
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    if saved.get("tracking_uri") != tracking_uri(cfg):
+        return None
+    try:
+        run = configure(cfg).get_run(saved["run_id"])
+    except mlflow.exceptions.MlflowException:
+        return None
+    return run.info.run_id if run.info.status == "RUNNING" else None
+
+
+@contextmanager
+def active_run(cfg: Config, step: str = "") -> Iterator[str]:
+    """Resume or start the pipeline run and yield its id; see the module docstring.
+
+    Re-entrant: inside an already active MLflow run (a flow that opened it) it just yields
+    that run. An exception marks the run FAILED so the next step starts a fresh one.
+    """
+    client = configure(cfg)
+    if (outer := mlflow.active_run()) is not None:
+        yield outer.info.run_id
+        return
+    exp_id = experiment_id(cfg, client)
+    run_id = current_run_id(cfg)
+    # psutil sampling in a thread; an explicit env setting (e.g. false in CI) wins.
+    system = None if "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING" in os.environ else True
+    run = mlflow.start_run(
+        run_id=run_id, experiment_id=None if run_id else exp_id, log_system_metrics=system,
+        run_name=None if run_id else f"{cfg.name}-pipeline",
+    )
+    rid = run.info.run_id
+    run_file(cfg).parent.mkdir(parents=True, exist_ok=True)
+    run_file(cfg).write_text(
+        json.dumps({"run_id": rid, "experiment_id": run.info.experiment_id,
+                    "tracking_uri": tracking_uri(cfg)}),
+        encoding="utf-8",
+    )
+    if step:
+        mlflow.set_tag(f"step.{step}", "started")
+    try:
+        yield rid
+    except BaseException:
+        if step:
+            mlflow.set_tag(f"step.{step}", "failed")
+        mlflow.end_run(status="FAILED")
+        raise
+    if step:
+        mlflow.set_tag(f"step.{step}", "done")
+    mlflow.end_run(status="RUNNING")  # stays open for the next step (or process)
+
+
+def finish_run(cfg: Config, status: str = "FINISHED") -> str | None:
+    """End the pipeline run recorded in the state file; returns its id (None if none ran)."""
+    run_id = current_run_id(cfg)
+    if run_id is None:
+        return None
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        mlflow.end_run(status=status)
+    else:
+        configure(cfg).set_terminated(run_id, status=status)
+    return run_id
+
+
+# ----------------------------------------------------------------------- what gets logged
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
+    """{"train": {"lr": 1e-4}} -> {"train.lr": "0.0001"}; lists are kept as one value."""
+    if isinstance(tree, dict):
+        out: dict[str, str] = {}
+        for key, value in tree.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): str(tree)[:_MAX_PARAM]}
+
+
+def log_params(cfg: Config, client: MlflowClient, run_id: str) -> None:
+    """All resolved params, flattened; keys the run already has are left as they are."""
+    params = flatten(cfg.model_dump(mode="json", by_alias=True, exclude={"root"}))
+    have = client.get_run(run_id).data.params
+    new = {k: v for k, v in params.items() if k not in have}
+    for start in range(0, len(new), 100):  # log_params sends at most 100 per batch
+        mlflow.log_params(dict(list(new.items())[start:start + 100]))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _split_digest(report: dict[str, Any], split: str) -> str | None:
+    """The clean step's digest of a split, wherever its report keeps it."""
+    for node in (report.get("splits", {}).get(split), report.get(split)):
+        if isinstance(node, dict) and node.get("digest"):
+            return str(node["digest"])
+    digests = report.get("digests")
+    return str(digests[split]) if isinstance(digests, dict) and split in digests else None
+
+
+def git_commit(root: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+    except OSError:
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def dvc_lock_hashes(cfg: Config) -> dict[str, str]:
+    """{"dvc.<stage>.<out path>": md5} for this dataset's stages in dvc.lock, if present."""
+    import yaml
+
+    path = cfg.root / "dvc.lock"
+    if not path.is_file():
+        return {}
+    stages = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages", {})
+    out = {}
+    for stage, body in stages.items():
+        if "@" in stage and not stage.endswith(f"@{cfg.name}"):
+            continue
+        for item in body.get("outs", []) or []:
+            digest = item.get("md5") or item.get("hash") or ""
+            out[f"dvc.{stage.split('@')[0]}.{item.get('path')}"] = str(digest)
+    return out
+
+
+def log_lineage(cfg: Config, client: MlflowClient, run_id: str) -> None:
+    """Dataset inputs (one per split, with digest and source), git commit, dvc.lock, YAML."""
+    run = client.get_run(run_id)
+    if run.data.tags.get("data.lineage") == "logged":
+        return
+    manifest = _read_json(cfg.dirs.raw / "manifest.json")
+    report = _read_json(cfg.dirs.clean / "report.json")
+    source = str(manifest.get("source") or cfg.source.path)
+    tags = {"data.source": source, "dataset": cfg.name, "task": cfg.task}
+    if manifest.get("digest"):
+        tags["data.raw_digest"] = str(manifest["digest"])
+    if commit := git_commit(cfg.root):
+        tags["git.commit"] = commit
+    tags.update({k[:250]: v for k, v in dvc_lock_hashes(cfg).items()})
+    for split in SPLITS:
+        path = cfg.dirs.clean / f"{split}.parquet"
+        if not path.is_file():
+            continue
+        frame = pd.read_parquet(path)
+        with warnings.catch_warnings():
+            # A local path matches two equivalent source types; MLflow warns and picks one.
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(
+                frame, source=str(path), name=f"{cfg.name}-{split}",
+                digest=_split_digest(report, split),
+                targets="label" if "label" in frame else None,
+            )
+        mlflow.log_input(dataset, context=split)
+        tags[f"data.{split}.digest"] = dataset.digest
+        tags[f"data.{split}.rows"] = str(len(frame))
+    mlflow.set_tags(tags)
+    yaml_path = cfg.root / DATASETS_DIR / f"{cfg.name}.yaml"
+    if yaml_path.is_file():
+        mlflow.log_artifact(str(yaml_path), "data")
+    for extra in (cfg.dirs.raw / "manifest.json", cfg.dirs.clean / "report.json",
+                  cfg.root / "dvc.lock"):
+        if extra.is_file():
+            mlflow.log_artifact(str(extra), "data")
+    mlflow.set_tag("data.lineage", "logged")
+
+
+def log_validation(cfg: Config) -> None:
+    """The validate step's summary and result, if it ran."""
+    for name in ("summary.md", "result.json"):
+        path = cfg.dirs.validation / name
+        if path.is_file():
+            mlflow.log_artifact(str(path), "validation")
+    result = _read_json(cfg.dirs.validation / "result.json")
+    if "success" in result:
+        mlflow.set_tag("validation.success", str(bool(result["success"])).lower())
+
+
+def log_training(cfg: Config, client: MlflowClient, run_id: str) -> None:
+    """curve.csv as step metrics `curve/<column>` and train_summary.json (once per run)."""
+    have = client.get_run(run_id).data.metrics
+    curve_path = cfg.dirs.model / "curve.csv"
+    if curve_path.is_file():
+        curve = pd.read_csv(curve_path)
+        numeric = curve.select_dtypes("number")
+        steps = numeric["step"] if "step" in numeric else pd.Series(range(len(numeric)))
+        batch = [
+            Metric(f"curve/{col}", float(value), 0, int(step))
+            for col in numeric.columns if col != "step" and f"curve/{col}" not in have
+            for step, value in zip(steps, numeric[col], strict=False) if pd.notna(value)
+        ]
+        for start in range(0, len(batch), 1000):
+            client.log_batch(run_id, metrics=batch[start:start + 1000])
+        mlflow.log_artifact(str(curve_path), "training")
+    summary_path = cfg.dirs.model / "train_summary.json"
+    if summary_path.is_file():
+        summary = _read_json(summary_path)
+        mlflow.log_artifact(str(summary_path), "training")
+        scalars = {
+            f"train/{k}": float(v) for k, v in summary.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and f"train/{k}" not in have
+        }
+        if scalars:
+            mlflow.log_metrics(scalars)
+
+
+def log_context(cfg: Config, run_id: str) -> None:
+    """Everything the steps before evaluate left on disk: params, lineage, validation, training."""
+    client = configure(cfg)
+    log_params(cfg, client, run_id)
+    log_lineage(cfg, client, run_id)
+    log_validation(cfg)
+    log_training(cfg, client, run_id)
