@@ -21,10 +21,11 @@ def _key(cfg: Config, what: str) -> str:
 
 def publish_validation(cfg: Config, failed: bool) -> None:
     summary = cfg.dirs.validation / "summary.md"
-    body = summary.read_text(encoding="utf-8") if summary.is_file() else "(no summary written)"
-    title = "FAILED" if failed else "passed"
+    # summary.md carries its own heading with the verdict.
+    body = summary.read_text(encoding="utf-8") if summary.is_file() else (
+        f"# Validation of {cfg.name}: {'FAILED' if failed else 'passed'}\n\n(no summary written)")
     create_markdown_artifact(
-        key=_key(cfg, "validation"), markdown=f"# Validation of {cfg.name}: {title}\n\n{body}",
+        key=_key(cfg, "validation"), markdown=body,
         description=f"Great Expectations results for {cfg.name}",
     )
 
