@@ -34,7 +34,6 @@ from transformers import (
     set_seed,
 )
 from transformers.trainer_callback import ProgressCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 from tunesmith.training.callbacks import EpochLog, QuietProgress
 from tunesmith.training.causal_lm import causal_collator, perplexity
@@ -146,6 +145,17 @@ def argmax_logits(logits, labels):
     if isinstance(logits, tuple):
         logits = logits[0]
     return logits.argmax(dim=-1)
+
+
+def last_complete_checkpoint(ckpt: Path) -> str | None:
+    """Newest `checkpoint-N` that finished saving (trainer_state.json is written last), so a
+    kill in the middle of a save falls back to the previous checkpoint."""
+    if not ckpt.is_dir():
+        return None
+    done = [d for d in ckpt.glob("checkpoint-*") if (d / "trainer_state.json").is_file()]
+    if not done:
+        return None
+    return str(max(done, key=lambda d: int(d.name.rsplit("-", 1)[-1])))
 
 
 def peak_memory() -> tuple[float, str]:
@@ -299,7 +309,7 @@ def train_model(req: TrainRequest) -> TrainSummary:
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(QuietProgress)
 
-    resume = get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
+    resume = last_complete_checkpoint(ckpt)
     if resume and args.process_index == 0:
         print(f"train: resuming from {resume}", file=sys.stderr, flush=True)
     result = trainer.train(resume_from_checkpoint=resume)
