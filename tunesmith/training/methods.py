@@ -131,6 +131,8 @@ def wrap_lora(model: nn.Module, task: str, opts: TrainOptions) -> nn.Module:
         lora_dropout=opts.lora.dropout,
         target_modules=lora_targets(model.config.model_type, opts.lora.target_modules),
         modules_to_save=head or None,
+        # GPT-2 stores its projections as Conv1D (weight transposed).
+        fan_in_fan_out=model.config.model_type == "gpt2",
     )
     model = get_peft_model(model, config)
     return model

@@ -369,6 +369,8 @@ def write_outputs(trainer: Trainer, tokenizer, req: TrainRequest, summary: Train
         model.save_pretrained(out / "adapter")
         tokenizer.save_pretrained(out / "adapter")
         model = merged_model(model, req)
+    if req.task == "causal-lm":
+        model.config.use_cache = True  # Trainer turns it off for training; generation wants it
     model.save_pretrained(out / "model")
     tokenizer.save_pretrained(out / "model")
     (out / "train_summary.json").write_text(

@@ -1,0 +1,136 @@
+"""Causal-LM instruction tuning on a tiny GPT-2: response-only loss, packing, LoRA and full."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_rows, save_split
+
+from tunesmith.training.causal_lm import IGNORE, causal_collator, tokenize_causal
+from tunesmith.training.options import LoraOptions, TrainOptions
+from tunesmith.training.run import TrainRequest, train_model
+
+TEMPLATE = "### Instruction:\n{prompt}\n\n### Response:\n"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def gpt2(tmp_path_factory) -> Path:
+    """A GPT-2 with 2 layers of width 32 and a byte-level BPE trained on toy text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    out = tmp_path_factory.mktemp("tiny-gpt2")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = [t for t, _ in make_rows(300)] + [TEMPLATE, "positive negative review"]
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
+                                   bos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    fast.save_pretrained(out)
+    config = GPT2Config(vocab_size=len(fast), n_positions=128, n_embd=32, n_layer=2, n_head=2,
+                        bos_token_id=fast.eos_token_id, eos_token_id=fast.eos_token_id)
+    GPT2LMHeadModel(config).save_pretrained(out)
+    return out
+
+
+def pairs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    rows = make_rows(n, seed)
+    return [f"Is this review positive? {t}" for t, _ in rows], [
+        "positive" if lab == "pos" else "negative" for _, lab in rows]
+
+
+@pytest.fixture(scope="module")
+def tokenized(gpt2, tmp_path_factory) -> Path:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gpt2)
+    out = tmp_path_factory.mktemp("causal-tok")
+    for split, n in (("train", 48), ("val", 16)):
+        cols = tokenize_causal(*pairs(n, seed=len(split)), tok, TEMPLATE, max_length=64)
+        cols.pop("full_length")
+        save_split(out / split, cols)
+    return out
+
+
+def test_tokenize_causal_masks_the_prompt(gpt2):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gpt2)
+    cols = tokenize_causal(["say hi"], ["hi there"], tok, TEMPLATE, max_length=64)
+    ids, labels = cols["input_ids"][0], cols["labels"][0]
+    n_prompt = len(tok(TEMPLATE.format(prompt="say hi"))["input_ids"])
+    assert labels[:n_prompt] == [IGNORE] * n_prompt
+    assert labels[n_prompt:] == ids[n_prompt:] and ids[-1] == tok.eos_token_id
+    assert tok.decode(ids[n_prompt:-1]) == "hi there"
+    assert cols["length"] == [len(ids)] == cols["full_length"]
+
+
+def test_tokenize_causal_truncates_the_prompt_first(gpt2):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gpt2)
+    cols = tokenize_causal(["word " * 100], ["the answer"], tok, TEMPLATE, max_length=32)
+    ids, labels = cols["input_ids"][0], cols["labels"][0]
+    assert len(ids) == 32 and cols["full_length"][0] > 32
+    answer = tok("the answer", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert labels[-len(answer):] == answer  # the whole response survives
+    with pytest.raises(ValueError, match="prompt"):
+        tokenize_causal(["x"], ["y"], tok, "no placeholder", 32)
+
+
+def test_packing_gives_the_same_loss_as_padding(gpt2, tokenized):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunesmith.training.data import TokenizedDataset
+
+    tok = AutoTokenizer.from_pretrained(gpt2)
+    tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(gpt2, attn_implementation="sdpa").eval()
+    ds = TokenizedDataset.load(tokenized / "train")
+    feats = [ds[i] for i in range(6)]
+    packed = causal_collator(tok, packing=True)(feats)
+    padded = causal_collator(tok, packing=False)(feats)
+    assert packed["input_ids"].shape[0] == 1 and "attention_mask" not in packed
+    assert packed["input_ids"].shape[1] == sum(len(f["input_ids"]) for f in feats)  # no pad tokens
+    with torch.no_grad():
+        # With a KV cache transformers skips packed-sequence detection; Trainer turns it off.
+        loss_packed = model(**packed, use_cache=False).loss
+        loss_padded = model(**padded).loss
+    assert loss_packed.item() == pytest.approx(loss_padded.item(), abs=1e-5)
+    # Cross-contamination check: with the cache on, sequences attend across boundaries.
+    with torch.no_grad():
+        leaky = model(**packed, use_cache=True).loss
+    assert abs(leaky.item() - loss_padded.item()) > 1e-4
+
+
+@pytest.mark.parametrize(("method", "packing"), [("lora", True), ("full", False)])
+def test_causal_training_reports_perplexity(gpt2, tokenized, tmp_path, method, packing):
+    opts = TrainOptions(method=method, epochs=2, lr=1e-2, batch_size=8, warmup_ratio=0.0,
+                        packing=packing, lora=LoraOptions(r=4, alpha=8, dropout=0.0))
+    summary = train_model(TrainRequest(
+        base_model=str(gpt2), task="causal-lm", labels=[], tokenized_dir=tokenized,
+        output_dir=tmp_path / "out", checkpoint_dir=tmp_path / "ckpt", options=opts))
+    assert summary.metric == "loss"
+    assert summary.val_metrics["perplexity"] == pytest.approx(math.exp(summary.val_metrics["loss"]))
+    curve = (tmp_path / "out" / "curve.csv").read_text().splitlines()
+    first_loss = float(curve[1].split(",")[curve[0].split(",").index("loss")])
+    # Response tokens are 2 words + eos: learnable fast, so validation loss drops below the start.
+    assert summary.val_metrics["loss"] < first_loss
+    saved = json.loads((tmp_path / "out" / "model" / "config.json").read_text())
+    assert saved["model_type"] == "gpt2" and saved["use_cache"] is True  # ready for generate()
+    assert (tmp_path / "out" / "adapter").is_dir() == (method == "lora")
