@@ -1,0 +1,70 @@
+"""Benchmarks start and their data builders do what the docs say; never a timed test.
+
+The benchmarks themselves take minutes (docs/benchmarks.md); here each script must answer
+`--help` and the pure helpers must produce the data the numbers are measured on.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+SCRIPTS = sorted(p.name for p in BENCH.glob("*.py"))
+
+
+def load(name: str) -> ModuleType:
+    """Import bench/NAME.py by path (bench/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_script_answers_help(script: str):
+    done = subprocess.run([sys.executable, str(BENCH / script), "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "usage:" in done.stdout
+
+
+def test_data_path_source_keeps_copies_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import pandas as pd
+
+    bench = load("data_path")
+    sst2 = tmp_path / "sst2"
+    sst2.mkdir()
+    base = pd.DataFrame({"label": ["0", "1"] * 5, "sentence": [f"film {i}" for i in range(10)]})
+    base.to_csv(sst2 / "train.tsv", sep="\t", index=False)
+    monkeypatch.setattr(bench, "SST2", sst2)
+    path = tmp_path / "big.tsv"
+    assert bench.make_source(path, 35) == 35
+    frame = pd.read_csv(path, sep="\t", quoting=3, dtype=str)
+    # Repeats must survive de-duplication, or the benchmark measures 67k rows, not 1M.
+    assert len(frame) == frame["sentence"].nunique() == 35
+    assert frame["sentence"].iloc[-1] == "film 4 (r3)"
+    assert frame["label"].tolist()[:10] == base["label"].tolist()
+
+
+def test_data_path_project_loads_as_config(tmp_path: Path):
+    from tunesmith.config import load_config
+
+    bench = load("data_path")
+    bench.make_project(tmp_path / "proj", 120)
+    cfg = load_config(bench.NAME, tmp_path / "proj")
+    assert cfg.labels == ["negative", "positive"]
+    assert cfg.label_map == {"0": "negative", "1": "positive"}
+
+
+def test_train_throughput_rows_are_disjoint():
+    bench = load("train_throughput")
+    train, val = bench.load_rows(64)
+    assert len(train) == 64 and len(val) == bench.N_VAL
+    assert not set(train.index) & set(val.index)
+    assert set(train["label"].astype(int)) <= {0, 1}
