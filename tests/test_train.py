@@ -35,14 +35,16 @@ def tokenized(tmp_path_factory, tiny_bert) -> Path:
 
 
 def request(tiny_bert: Path, tokenized: Path, out: Path, **opts) -> TrainRequest:
-    options = TrainOptions(**{"epochs": 1, "batch_size": 16, "lr": 5e-3, "warmup_ratio": 0.0, **opts})
+    base = {"epochs": 1, "batch_size": 16, "lr": 5e-3, "warmup_ratio": 0.0}
+    options = TrainOptions(**{**base, **opts})
     return TrainRequest(base_model=str(tiny_bert), task="text-classification", labels=LABELS,
                         tokenized_dir=tokenized, output_dir=out / "model_out",
                         checkpoint_dir=out / "ckpt", options=options)
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
-    return {k.removeprefix("bert."): v for k, v in load_file(str(path / "model.safetensors")).items()}
+    state = load_file(str(path / "model.safetensors"))
+    return {k.removeprefix("bert."): v for k, v in state.items()}
 
 
 def changed(before: dict, after: dict) -> set[str]:
@@ -220,12 +222,13 @@ def test_warm_start_copies_rows_of_shared_labels(tiny_bert, tokenized, tmp_path)
     shared = copy_head_rows(model, new_labels, previous)
     assert shared == ["pos", "neg"]
     w, b = model.classifier.weight.detach(), model.classifier.bias.detach()
-    assert torch.equal(w[0], old["classifier.weight"][1]) and torch.equal(w[2], old["classifier.weight"][0])
-    assert torch.equal(b[0], old["classifier.bias"][1]) and torch.equal(b[2], old["classifier.bias"][0])
-    assert not torch.equal(w[1], old["classifier.weight"][0])
+    old_w, old_b = old["classifier.weight"], old["classifier.bias"]
+    assert torch.equal(w[0], old_w[1]) and torch.equal(w[2], old_w[0])
+    assert torch.equal(b[0], old_b[1]) and torch.equal(b[2], old_b[0])
+    assert not torch.equal(w[1], old_w[0])
     # The body is the previous model's, not the base's.
     key = "encoder.layer.0.attention.self.query.weight"
-    assert torch.equal(model.bert.state_dict()[key.removeprefix("")], old[key])
+    assert torch.equal(model.bert.state_dict()[key], old[key])
 
 
 def test_warm_start_run_end_to_end(tiny_bert, tokenized, tmp_path):

@@ -66,8 +66,8 @@ def test_resume_after_sigkill_matches_uninterrupted_run(toy, tmp_path):
     script = str(tmp_path / "train_script.py")
     args = ["train.epochs=3", "train.early_stopping_patience=0"]
     ckpt = tmp_path / "ckpt"
-    proc = subprocess.Popen([sys.executable, script, str(toy), str(ckpt), str(tmp_path / "a"), "0.25",
-                             *args], env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    cmd = [sys.executable, script, str(toy), str(ckpt), str(tmp_path / "a"), "0.25", *args]
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while not list(ckpt.glob("*/checkpoint-8/trainer_state.json")):  # 64 rows / 8 = 8 steps/epoch
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]

@@ -75,9 +75,8 @@ def load_base(base: str, task: str, labels: list[str], opts: TrainOptions) -> nn
     cls = _auto_cls(task)
     kwargs = _model_kwargs(task, labels)
     if opts.method == "scratch":
-        config = AutoConfig.from_pretrained(base, **{k: v for k, v in kwargs.items() if k != "attn_implementation"})
-        config._attn_implementation = "sdpa"
-        return cls.from_config(config)
+        attn = kwargs.pop("attn_implementation")
+        return cls.from_config(AutoConfig.from_pretrained(base, **kwargs), attn_implementation=attn)
     if opts.method == "qlora":
         from transformers import BitsAndBytesConfig
 

@@ -105,7 +105,8 @@ def fingerprint(req: TrainRequest) -> str:
         "labels": req.labels,
         "options": dataclasses.asdict(req.options),
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def precision_flags(opts: TrainOptions) -> tuple[str, dict[str, bool]]:
@@ -168,7 +169,9 @@ def peak_memory() -> tuple[float, str]:
 class TunesmithTrainer(Trainer):
     """Trainer with our parameter groups and a resume-safe length-grouped sampler."""
 
-    def __init__(self, *args, options: TrainOptions, include_frozen: bool, lengths: list[int], **kw):
+    def __init__(
+        self, *args, options: TrainOptions, include_frozen: bool, lengths: list[int], **kw
+    ):
         super().__init__(*args, **kw)
         self.options = options
         self.include_frozen = include_frozen
@@ -176,7 +179,8 @@ class TunesmithTrainer(Trainer):
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
-            groups = param_groups(self.model if model is None else model, self.options, self.include_frozen)
+            target = self.model if model is None else model
+            groups = param_groups(target, self.options, self.include_frozen)
             self.optimizer = make_optimizer(groups, self.options)
         return self.optimizer
 
@@ -198,7 +202,9 @@ def training_args(req: TrainRequest, ckpt: Path, metric: str, greater: bool) -> 
         "constant": "constant_with_warmup",
         "plateau": "reduce_lr_on_plateau",
     }[opts.scheduler]
-    sched_kwargs = {"mode": "max" if greater else "min", "factor": 0.5, "patience": 0} if opts.scheduler == "plateau" else {}
+    sched_kwargs = {}
+    if opts.scheduler == "plateau":  # halve the rate after each eval without improvement
+        sched_kwargs = {"mode": "max" if greater else "min", "factor": 0.5, "patience": 0}
     _, flags = precision_flags(opts)
     return TrainingArguments(
         output_dir=str(ckpt),
@@ -314,7 +320,9 @@ def train_model(req: TrainRequest) -> TrainSummary:
         print(f"train: resuming from {resume}", file=sys.stderr, flush=True)
     result = trainer.train(resume_from_checkpoint=resume)
     val = trainer.evaluate()
-    val_metrics = {k.removeprefix("eval_"): float(v) for k, v in val.items() if isinstance(v, int | float)}
+    val_metrics = {
+        k.removeprefix("eval_"): float(v) for k, v in val.items() if isinstance(v, int | float)
+    }
     if req.task == "causal-lm":
         val_metrics["perplexity"] = perplexity(val_metrics["loss"])
 
@@ -322,7 +330,8 @@ def train_model(req: TrainRequest) -> TrainSummary:
     state = trainer.state
     best_step = state.best_global_step
     best_epoch = next(
-        (e["epoch"] for e in state.log_history if e.get("step") == best_step and f"eval_{metric}" in e),
+        (e["epoch"] for e in state.log_history
+         if e.get("step") == best_step and f"eval_{metric}" in e),
         None,
     )
     summary = TrainSummary(

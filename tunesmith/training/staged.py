@@ -57,14 +57,17 @@ class StagedUnfreezing(TrainerCallback):
         self.stages = resolve_stages(stages)
         self.current: Stage | None = None
 
-    def on_epoch_begin(self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kw):
+    def on_epoch_begin(
+        self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kw
+    ):
         epoch = math.floor(state.epoch + 1e-6)
         stage = stage_at(self.stages, epoch)
         set_trainable(model, _unfreeze_value(stage))
         if optimizer is not None:
             self._rescale(optimizer, lr_scheduler, stage.lr_scale)
         if stage is not self.current and state.is_world_process_zero:
-            log.info("epoch %d: stage unfreeze=%s lr_scale=%g", epoch + 1, stage.unfreeze, stage.lr_scale)
+            log.info("epoch %d: stage unfreeze=%s lr_scale=%g",
+                     epoch + 1, stage.unfreeze, stage.lr_scale)
         self.current = stage
 
     @staticmethod

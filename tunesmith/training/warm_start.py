@@ -49,7 +49,7 @@ def copy_head_rows(model: nn.Module, labels: list[str], previous: Path) -> list[
     old_labels = previous_labels(previous)
     shared = [name for name in labels if name in old_labels]
     if not shared:
-        log.warning("warm start %s: no label in common with %s; head starts random", previous, labels)
+        log.warning("warm start %s: no label shared with %s; random head", previous, labels)
         return []
     state: dict[str, torch.Tensor] = {}
     for shard in sorted(previous.glob("*.safetensors")):
