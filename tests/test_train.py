@@ -249,3 +249,15 @@ def test_length_grouped_sampler_is_a_function_of_seed_and_epoch():
     spreads = [max(lengths[i] for i in first[s:s + 16]) - min(lengths[i] for i in first[s:s + 16])
                for s in range(0, 192, 16)]
     assert sum(spreads) / len(spreads) < 10
+
+
+def test_params_yaml_train_section_matches_the_option_defaults():
+    import dataclasses
+
+    import yaml
+    from conftest import REPO
+
+    section = yaml.safe_load((REPO / "params.yaml").read_text())["train"]
+    defaults = dataclasses.asdict(TrainOptions())
+    assert set(section) == set(defaults)
+    assert {k: v for k, v in section.items() if v != defaults[k]} == {}
