@@ -212,8 +212,8 @@ def log_lineage(cfg: Config, client: MlflowClient, run_id: str) -> None:
     report = _read_json(cfg.dirs.clean / "report.json")
     source = str(manifest.get("source") or cfg.source.path)
     tags = {"data.source": source, "dataset": cfg.name, "task": cfg.task}
-    if manifest.get("digest"):
-        tags["data.raw_digest"] = str(manifest["digest"])
+    if manifest.get("sha256"):
+        tags["data.raw_sha256"] = str(manifest["sha256"])
     if commit := git_commit(cfg.root):
         tags["git.commit"] = commit
     tags.update({k[:250]: v for k, v in dvc_lock_hashes(cfg).items()})
@@ -227,11 +227,12 @@ def log_lineage(cfg: Config, client: MlflowClient, run_id: str) -> None:
             warnings.simplefilter("ignore", UserWarning)
             dataset = mlflow.data.from_pandas(
                 frame, source=str(path), name=f"{cfg.name}-{split}",
-                digest=_split_digest(report, split),
+                # MLflow caps dataset digests at 36 characters; ours are sha256 hex.
+                digest=(_split_digest(report, split) or "")[:32] or None,
                 targets="label" if "label" in frame else None,
             )
         mlflow.log_input(dataset, context=split)
-        tags[f"data.{split}.digest"] = dataset.digest
+        tags[f"data.{split}.digest"] = _split_digest(report, split) or dataset.digest
         tags[f"data.{split}.rows"] = str(len(frame))
     mlflow.set_tags(tags)
     yaml_path = cfg.root / DATASETS_DIR / f"{cfg.name}.yaml"
