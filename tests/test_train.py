@@ -261,3 +261,36 @@ def test_params_yaml_train_section_matches_the_option_defaults():
     defaults = dataclasses.asdict(TrainOptions())
     assert set(section) == set(defaults)
     assert {k: v for k, v in section.items() if v != defaults[k]} == {}
+
+
+def curve_column(out: Path, name: str) -> list[float]:
+    import pandas as pd
+
+    frame = pd.read_csv(out / "model_out" / "curve.csv")
+    return frame[name].dropna().tolist()
+
+
+@pytest.mark.parametrize("scheduler", ["linear", "cosine", "constant", "plateau"])
+def test_schedulers_warmup_and_accumulation(tiny_bert, tokenized, tmp_path, scheduler):
+    summary = train_model(request(
+        tiny_bert, tokenized, tmp_path, scheduler=scheduler, warmup_ratio=0.25, max_steps=8,
+        batch_size=8, grad_accum=2, eval_every_steps=2, early_stopping_patience=0, lr=1e-3))
+    lrs = curve_column(tmp_path, "learning_rate")
+    assert summary.steps == 8 and len(lrs) == 8
+    assert len(curve_column(tmp_path, "eval_accuracy")) == 4  # every 2 steps
+    if scheduler == "plateau":  # no warmup; halves after an evaluation without improvement
+        assert all(any(abs(lr - 1e-3 / 2**k) < 1e-12 for k in range(5)) for lr in lrs)
+    else:
+        # Each row has the rate its step used: 2 warmup steps (0, lr/2), then the peak.
+        assert lrs[:3] == pytest.approx([0.0, 5e-4, 1e-3])
+        if scheduler == "constant":
+            assert lrs[-1] == pytest.approx(1e-3)
+        else:
+            assert lrs[-1] < lrs[4] < lrs[2]
+
+
+def test_early_stopping_and_best_checkpoint(tiny_bert, tokenized, tmp_path):
+    # lr 0: the metric never improves, so patience 1 stops after the second evaluation.
+    summary = train_model(request(tiny_bert, tokenized, tmp_path, epochs=5, lr=0.0,
+                                  early_stopping_patience=1, gradient_checkpointing=True))
+    assert summary.epochs_run == 2 and summary.best_epoch == 1
