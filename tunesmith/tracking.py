@@ -26,6 +26,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from tunesmith.config import DATASETS_DIR, Config
+from tunesmith.plots import read_curve
 
 RUN_FILE = "mlflow_run.json"
 SPLITS = ("train", "val", "test")
@@ -260,8 +261,8 @@ def log_training(cfg: Config, client: MlflowClient, run_id: str) -> None:
     """curve.csv as step metrics `curve/<column>` and train_summary.json (once per run)."""
     have = client.get_run(run_id).data.metrics
     curve_path = cfg.dirs.model / "curve.csv"
-    if curve_path.is_file():
-        curve = pd.read_csv(curve_path)
+    curve = read_curve(curve_path)
+    if curve is not None:
         numeric = curve.select_dtypes("number")
         steps = numeric["step"] if "step" in numeric else pd.Series(range(len(numeric)))
         batch = [

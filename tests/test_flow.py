@@ -1,0 +1,118 @@
+"""The retrain flow under Prefect's test harness, with real MLflow (SQLite in tmp_path)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from conftest import make_rows, write_csv, write_dataset_yaml
+
+FAST = ("train: {epochs: 1, batch_size: 16}\nevaluate: {latency_examples: 2}\n"
+        "register: {require_beat_baseline: false}\n")  # TF-IDF aces toy data
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def flow_project(project: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    write_dataset_yaml(project, "toy", base=str(tiny_bert), extra=FAST)
+    monkeypatch.setenv("TUNESMITH_ROOT", str(project))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return project
+
+
+def _versions(project: Path, name: str):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+    except Exception:  # noqa: BLE001 - no registered model yet
+        return [], None
+    try:
+        champion = str(client.get_model_version_by_alias(name, "champion").version)
+    except Exception:  # noqa: BLE001 - no champion alias
+        champion = None
+    return versions, champion
+
+
+def _artifact(key: str) -> str | None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            sort=ArtifactSort.CREATED_DESC)
+    return str(found[0].data) if found else None
+
+
+def test_flow_registers_champion_then_skips_unchanged_work(harness, flow_project: Path):
+    from flows.retrain import retrain
+
+    first = retrain("toy")
+    assert first.status == "completed"
+    assert "train" in first.ran
+    versions, champion = _versions(flow_project, "toy")
+    assert len(versions) == 1 and champion == "1"
+    assert "passed" in (_artifact("toy-validation") or "")
+    assert _artifact("toy-metrics") is not None and _artifact("toy-gate") is not None
+
+    started = time.perf_counter()
+    second = retrain("toy")
+    print(f"second run with nothing changed: {time.perf_counter() - started:.1f}s")
+    assert "train" in second.cached and "train" not in second.ran
+    assert len(_versions(flow_project, "toy")[0]) == 1  # nothing re-registered
+
+
+def test_flow_stops_at_validate_and_registers_nothing(harness, flow_project: Path):
+    from flows.retrain import retrain
+    from tunesmith.errors import ValidationFailed
+
+    path = flow_project / "datasets" / "toy.yaml"
+    path.write_text(path.read_text().replace("min_rows: 10", "min_rows: 10000"))
+    with pytest.raises(ValidationFailed, match="expect_table_row_count_to_be_between"):
+        retrain("toy")
+    assert "FAILED" in (_artifact("toy-validation") or "")
+    assert _versions(flow_project, "toy") == ([], None)
+    assert not (flow_project / "models" / "toy").exists()
+
+
+def test_bad_override_fails_before_any_task(harness, flow_project: Path):
+    from flows.retrain import retrain
+    from tunesmith.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--set: train.epochs"):
+        retrain("toy", ["train.epochs=lots"])
+    assert not (flow_project / "data" / "raw" / "toy").exists()
+
+
+def test_all_keeps_going_past_a_bad_dataset(harness, flow_project: Path, tiny_bert: Path):
+    from flows.retrain import retrain_all
+
+    write_csv(flow_project / "data" / "bad.csv", [(t, "pos") for t, _ in make_rows(30)])
+    write_dataset_yaml(flow_project, "bad", base=str(tiny_bert), extra=FAST)
+    summaries = {s.dataset: s for s in retrain_all()}
+    assert summaries["bad"].status.startswith("failed")
+    assert summaries["toy"].status == "completed"
+    assert _versions(flow_project, "toy")[1] == "1"
+    assert _versions(flow_project, "bad") == ([], None)
+
+
+def test_second_trigger_is_skipped_while_one_runs(harness, flow_project: Path):
+    from flows.lock import dataset_lock
+    from flows.retrain import retrain
+    from tunesmith.config import load_config
+
+    with dataset_lock(load_config("toy", flow_project)) as acquired:
+        assert acquired
+        assert retrain("toy").status == "skipped (locked)"
+    assert not (flow_project / "data" / "raw" / "toy").exists()
