@@ -148,3 +148,31 @@ def test_cli_qlora_on_cpu_is_one_line_and_exit_5(toy):
     lines = [x for x in proc.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and "qlora needs a CUDA GPU" in lines[0]
     assert not (toy / "models").exists()
+
+
+# What an accelerator machine lacks: the core must import and train without these.
+PIPELINE_ONLY = ["datasets", "pydantic", "mlflow", "prefect", "dvc", "great_expectations",
+                 "sklearn", "typer"]
+
+
+@pytest.mark.slow  # a fresh interpreter importing torch+transformers: ~20 s on 2 shared cores
+def test_training_core_runs_without_pipeline_packages(toy, tmp_path):
+    cfg = load_config("toy", toy)
+    code = f"""
+import sys
+for name in {PIPELINE_ONLY!r}:
+    sys.modules[name] = None  # makes `import name` fail and find_spec(name) return None
+from pathlib import Path
+from tunesmith.training.run import TrainRequest, train_model
+from tunesmith.training.options import TrainOptions
+s = train_model(TrainRequest(base_model={cfg.model.base!r}, task="text-classification",
+    labels=["neg", "pos"], tokenized_dir=Path({str(cfg.dirs.tokenized)!r}),
+    output_dir=Path({str(tmp_path / "out")!r}), checkpoint_dir=Path({str(tmp_path / "c")!r}),
+    options=TrainOptions(max_steps=2, method="lora")))
+loaded = sorted(m for m in {PIPELINE_ONLY!r} if sys.modules.get(m) is not None)
+print("RESULT", s.steps, loaded)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "RESULT 2 []" in proc.stdout
