@@ -248,9 +248,9 @@ def write_outputs(
     plots.confusion_png(report["confusion_matrix"], labels, out / "confusion_matrix.png")
     plots.curves_png(curves["roc"], "fpr", "tpr", "ROC (one-vs-rest)", out / "roc.png")
     plots.curves_png(curves["pr"], "recall", "precision", "precision-recall", out / "pr.png")
-    curve_csv = cfg.dirs.model / "curve.csv"
-    if curve_csv.is_file():
-        plots.training_curves_png(pd.read_csv(curve_csv), out / "training_curves.png")
+    curve = plots.read_curve(cfg.dirs.model / "curve.csv")
+    if curve is not None:
+        plots.training_curves_png(curve, out / "training_curves.png")
     worst = misclassified(test, y_true, proba, labels, cfg.evaluate.n_misclassified)
     worst.to_csv(out / "misclassified.csv", index=False)
     (out / "misclassified.md").write_text(misclassified_markdown(worst), encoding="utf-8")

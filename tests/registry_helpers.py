@@ -101,7 +101,8 @@ def _train(cfg: Config, base: Path, steps: int, seed: int) -> Path:
     tok.save_pretrained(out_dir)
     pd.DataFrame(curve).to_csv(cfg.dirs.model / "curve.csv", index=False)
     (cfg.dirs.model / "train_summary.json").write_text(
-        json.dumps({"method": "full", "steps": steps, "final_loss": curve[-1]["loss"]}),
+        json.dumps({"method": "full", "steps": steps,
+                    "final_loss": curve[-1]["loss"] if curve else None}),
         encoding="utf-8",
     )
     return out_dir

@@ -65,6 +65,15 @@ def curves_png(rows: list[dict[str, Any]], x: str, y: str, title: str, path: Pat
     return path
 
 
+def read_curve(path: Path) -> pd.DataFrame | None:
+    """The train step's curve.csv, or None if it is missing or empty (a 0-step run)."""
+    try:
+        curve = pd.read_csv(path)
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return None
+    return None if curve.empty else curve
+
+
 def training_curves_png(curve: pd.DataFrame, path: Path) -> Path | None:
     """Every numeric column of curve.csv against `step` (or the row index); None if empty."""
     numeric = curve.select_dtypes("number")
