@@ -4,8 +4,8 @@
 
 Train: a stratified 8k subset of /work/shared/data/sst2/train.tsv; val (early stopping,
 best checkpoint): 872 other stratified train rows; reported: dev.tsv (872 rows, never
-seen in training). Each method runs in its own process so peak RSS is its own. Staged runs 3 one-epoch
-stages (head, top 2 blocks, all); the others run 2 epochs.
+seen in training). Each method runs in its own process so peak RSS is its own.
+Staged runs 3 one-epoch stages (head, top 2 blocks, all); the others run 2 epochs.
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ METHODS: dict[str, dict] = {
 
 def prepare(work: Path, n_train: int = 8000, n_val: int = 872, seed: int = 42) -> Path:
     """Tokenized train/val/test (test = dev.tsv) in the tokenize step's on-disk format."""
-    import datasets
     import pandas as pd
     from transformers import AutoTokenizer
 
+    import datasets
     from tunesmith.models import resolve_base
 
     out = work / "tokenized"
@@ -70,7 +70,8 @@ def prepare(work: Path, n_train: int = 8000, n_val: int = 872, seed: int = 42) -
         enc = tok(frame["sentence"].tolist(), truncation=True, max_length=MAX_LENGTH)
         datasets.Dataset.from_dict({
             "input_ids": enc["input_ids"], "labels": frame["label"].astype(int).tolist(),
-            "length": [len(x) for x in enc["input_ids"]]}, features=features).save_to_disk(str(out / name))
+            "length": [len(x) for x in enc["input_ids"]]}, features=features,
+        ).save_to_disk(str(out / name))
     meta = {"task": "text-classification", "labels": LABELS, "base_model": base,
             "max_length": MAX_LENGTH, "data_digest": f"sst2-{n_train}-{n_val}-{seed}"}
     (out / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
@@ -80,7 +81,11 @@ def prepare(work: Path, n_train: int = 8000, n_val: int = 872, seed: int = 42) -
 def accuracy_on(model_dir: Path, split_dir: Path) -> float:
     """Accuracy of a saved model on a tokenized split (no Trainer: what serving would do)."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+    )
 
     from tunesmith.training.data import TokenizedDataset
 
@@ -120,7 +125,8 @@ def run_one(method: str, work: Path) -> dict:
         options=TrainOptions(method=method, **spec), data_digest=meta["data_digest"]))
     t0 = time.perf_counter()
     dev_acc = accuracy_on(out / "model", tokenized / "test")
-    return {"method": method, "dev_accuracy": dev_acc, "val_accuracy": summary.val_metrics["accuracy"],
+    return {"method": method, "dev_accuracy": dev_acc,
+            "val_accuracy": summary.val_metrics["accuracy"],
             "trainable_params": summary.trainable_params, "total_params": summary.total_params,
             "wall_time_s": summary.wall_time_s, "samples_per_s": summary.samples_per_s,
             "peak_rss_mb": summary.peak_memory_mb, "epochs_run": summary.epochs_run,
@@ -128,13 +134,38 @@ def run_one(method: str, work: Path) -> dict:
             "options": {k: str(v) for k, v in spec.items()}}
 
 
+def table(results: dict) -> str:
+    """The markdown table for docs/method-comparison.md, rows in METHODS order."""
+    lines = ["| method | dev accuracy | val accuracy | trainable params | share | epochs (best) "
+             "| wall time | train samples/s | peak RSS |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for method in METHODS:
+        r = results.get(method)
+        if not r or "error" in r:
+            lines.append(f"| {method} | {r.get('error', 'not run') if r else 'not run'} |"
+                         + " |" * 8)
+            continue
+        share = r["trainable_params"] / r["total_params"]
+        lines.append(
+            f"| {method} | {r['dev_accuracy']:.4f} | {r['val_accuracy']:.4f} "
+            f"| {r['trainable_params']:,} | {share:.1%} "
+            f"| {r['epochs_run']:g} ({r['best_epoch']:g}) "
+            f"| {r['wall_time_s'] / 60:.1f} min | {r['samples_per_s']:.1f} "
+            f"| {r['peak_rss_mb'] / 1024:.2f} GiB |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--work", type=Path, default=Path("/tmp/tunesmith-sst2"))
     parser.add_argument("--methods", nargs="*", default=list(METHODS))
     parser.add_argument("--one", help="internal: run one method in this process")
+    parser.add_argument("--table", action="store_true", help="print the results as markdown")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.table:
+        print(table(json.loads((args.work / "results.json").read_text())))
+        return
     if args.one:
         print(json.dumps(run_one(args.one, args.work)))
         return
