@@ -134,8 +134,14 @@ def test_evaluate_names_what_is_missing(project, tiny_bert) -> None:
 @pytest.mark.skipif(not (SHARED_DATA / "sst2").is_dir(), reason="no SST-2 copy on this machine")
 def test_baseline_on_sst2_is_a_real_bar() -> None:
     """TF-IDF+LR on SST-2 dev: ~0.80 accuracy is what a fine-tuned model must beat."""
-    train = pd.read_csv(SHARED_DATA / "sst2" / "train.tsv", sep="\t")
-    dev = pd.read_csv(SHARED_DATA / "sst2" / "dev.tsv", sep="\t")
+    # The two files differ: train.tsv has CRLF line ends and calls the text `sentence`,
+    # dev.tsv has LF and calls it `content`. Both are (label, text) in that order.
+    train, dev = (
+        pd.read_csv(SHARED_DATA / "sst2" / f"{s}.tsv", sep="\t", quoting=3, header=0,
+                    names=["label", "sentence"])
+        .assign(sentence=lambda f: f["sentence"].astype(str).str.strip())
+        for s in ("train", "dev")
+    )
     n = int(os.environ.get("SST2_TRAIN_ROWS", "20000"))
     model = fit_baseline(train["sentence"].astype(str).tolist()[:n], train["label"].to_numpy()[:n])
     proba = baseline_proba(model, dev["sentence"].astype(str).tolist(), 2)
