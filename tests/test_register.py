@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 
 import pytest
+from conftest import REPO
 from mlflow.tracking import MlflowClient
 from registry_helpers import run_pipeline_tail, toy_config
 
@@ -147,3 +151,19 @@ def test_failure_before_the_alias_move_keeps_the_champion(project, tiny_bert) ->
     failed = client.search_runs([client.get_experiment_by_name("toy").experiment_id],
                                 "attributes.status = 'FAILED'")
     assert len(failed) == 1 and failed[0].data.tags["step.register"] == "failed"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
+def test_default_mlflow_ui_shows_the_champion_in_a_browser(project, tiny_bert) -> None:
+    """`mlflow ui` run bare in the project root, browsed by headless Chromium (~90 s)."""
+    cfg = toy_config(project)
+    run_pipeline_tail(cfg, tiny_bert)
+    shot = project / "model_page.png"
+    out = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "check_mlflow_ui.py"), "--root", str(project),
+         "--dataset", "toy", "--screenshot", str(shot)],
+        capture_output=True, text=True, timeout=400,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr[-2000:]
+    assert "alias 'champion'" in out.stdout and shot.read_bytes()[:4] == b"\x89PNG"
