@@ -75,10 +75,10 @@ def test_a_second_process_resumes_the_run(project) -> None:
     with tracking.active_run(cfg, "ingest") as run_id:
         pass
     code = (
-        "from pathlib import Path; from tunesmith import tracking; "
-        "from tunesmith.config import load_config; "
-        f"cfg = load_config('toy', Path({str(project)!r})); "
-        "cm = tracking.active_run(cfg, 'clean'); print(cm.__enter__()); cm.__exit__(None, None, None)"
+        "from pathlib import Path\nfrom tunesmith import tracking\n"
+        "from tunesmith.config import load_config\n"
+        f"cfg = load_config('toy', Path({str(project)!r}))\n"
+        "with tracking.active_run(cfg, 'clean') as rid: print(rid)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
