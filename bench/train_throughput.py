@@ -125,7 +125,8 @@ def run_baseline(mode: str, work: Path, rows: int, steps: int, batch: int) -> di
             "train_wall_s": wall, "steps": trainer.state.global_step}
 
 
-def run_tunesmith(work: Path, rows: int, steps: int, batch: int) -> dict:
+def run_tunesmith(work: Path, rows: int, steps: int, batch: int,
+                  overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """Write the tokenize step's on-disk contract, then call the train step itself."""
     import shutil
 
@@ -144,7 +145,7 @@ def run_tunesmith(work: Path, rows: int, steps: int, batch: int) -> dict:
         "source: {path: data/none.tsv}\ncolumns: {text: text, label: label}\n"
         f"labels: {LABELS}\n", encoding="utf-8")
     cfg = load_config("sst", root, [f"train.max_steps={steps}", f"train.batch_size={batch}",
-                                     "train.eval_batch_size=64", "train.epochs=1"])
+                                     "train.eval_batch_size=64", "train.epochs=1", *overrides])
     base = resolve_base(cfg.model.base, root)
     tok = AutoTokenizer.from_pretrained(base)
     features = datasets.Features(input_ids=datasets.Sequence(datasets.Value("int32")),
