@@ -31,7 +31,9 @@ def flow_project(project: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch
 def _versions(project: Path, name: str):
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    # registry_uri too: it otherwise follows the process-wide URI a previous test set.
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
         versions = client.search_model_versions(f"name='{name}'")
     except Exception:  # noqa: BLE001 - no registered model yet
