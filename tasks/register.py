@@ -30,18 +30,33 @@ class RegisterResult:
     model_uri: str
 
 
-def gate_of(cfg: Config) -> Gate:
+# Thresholds a causal LM cannot be measured on. params.yaml's default `f1_macro` threshold
+# reaches every dataset through the merge and cannot be deleted there, so it is skipped
+# (and said so) rather than failing every causal-LM run as "not measured".
+CLASSIFICATION_ONLY = frozenset({"accuracy", "f1_macro", "precision_macro", "recall_macro",
+                                 "mcc", "roc_auc", "pr_auc", "ece"})
+
+
+def gate_of(cfg: Config) -> tuple[Gate, list[str]]:
+    """The gate for `cfg`'s task, and a reason line per threshold it leaves out."""
     r = cfg.register_
-    return Gate(dict(r.thresholds), r.margin, r.primary_metric, r.require_beat_baseline)
+    thresholds, skipped = dict(r.thresholds), []
+    if cfg.task == "causal-lm":
+        for metric in sorted(CLASSIFICATION_ONLY & set(thresholds)):
+            thresholds.pop(metric)
+            skipped.append(f"skip threshold {metric}: not a causal-lm metric")
+    return Gate(thresholds, r.margin, r.primary_metric, r.require_beat_baseline), skipped
 
 
 def decide(cfg: Config, report: dict[str, Any], current_champion: int | None) -> Decision:
     """The gate on evaluate's report, refusing if the champion moved since it was re-scored."""
+    gate, skipped = gate_of(cfg)
     scored = report.get("champion") or {}
     champion = None
     if current_champion is not None:
         champion = M.summary(scored) if scored.get("version") == current_champion else {}
-    decision = should_promote(M.summary(report), champion, report.get("baseline"), gate_of(cfg))
+    decision = should_promote(M.summary(report), champion, report.get("baseline"), gate)
+    decision = Decision(decision.promote, (*skipped, *decision.reasons))
     if current_champion is not None and scored.get("version") != current_champion:
         note = (
             f"FAIL champion: the champion is version {current_champion} but evaluate "
@@ -56,7 +71,8 @@ def sample_texts(cfg: Config, n: int = 4) -> list[str]:
     import pandas as pd
 
     path = cfg.dirs.clean / "test.parquet"
-    texts = pd.read_parquet(path)["text"].astype(str).head(n).tolist() if path.is_file() else []
+    column = "prompt" if cfg.task == "causal-lm" else "text"
+    texts = pd.read_parquet(path)[column].astype(str).head(n).tolist() if path.is_file() else []
     return texts or ["an example text to classify"]
 
 
@@ -79,8 +95,12 @@ def register(cfg: Config) -> RegisterResult:
         client = tracking.configure(cfg)
         current = store.version_for(cfg, store.CHAMPION)
         decision = decide(cfg, report, int(current.version) if current else None)
-        info = store.log_classifier(cfg, model_dir, cfg.labels)
-        store.smoke_test(info.model_uri, sample_texts(cfg))
+        if cfg.task == "causal-lm":
+            info = store.log_generator(cfg, model_dir)
+            store.smoke_test(info.model_uri, sample_texts(cfg, 2), expect=("response",))
+        else:
+            info = store.log_classifier(cfg, model_dir, cfg.labels)
+            store.smoke_test(info.model_uri, sample_texts(cfg))
         adapter = cfg.dirs.model / "adapter"
         if adapter.is_dir():
             mlflow.log_artifacts(str(adapter), "adapter")

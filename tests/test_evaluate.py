@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SHARED_DATA
+import torch
+from conftest import SHARED_DATA, make_rows
 from mlflow.tracking import MlflowClient
-from registry_helpers import toy_config, train_tiny, write_splits
+from registry_helpers import (
+    one_torch_thread,  # noqa: F401 (a fixture, used by name)
+    toy_config,
+    train_tiny,
+    write_splits,
+)
 
 from tasks.evaluate import evaluate
+from tasks.register import register
 from tunesmith import metrics as M
 from tunesmith.baseline import baseline_proba, fit_baseline
+from tunesmith.config import load_config
 from tunesmith.errors import DataError, EnvironmentProblem
 from tunesmith.tracking import tracking_uri
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(autouse=True)
@@ -148,3 +159,61 @@ def test_baseline_on_sst2_is_a_real_bar() -> None:
     m = M.classification_metrics(dev["label"].to_numpy(), proba, ["negative", "positive"])
     print(f"sst2 baseline ({n} train rows): accuracy {m['accuracy']:.4f} f1 {m['f1_macro']:.4f}")
     assert 0.75 < m["accuracy"] < 0.9
+
+
+# ---------------------------------------------------------------------------- causal LM
+
+
+def tiny_gpt2(out: Path) -> Path:
+    """A 2-layer GPT-2 of width 32 with a byte-level BPE trained on toy text (as in
+    test_train_causal, which builds the same model for training)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(
+        [t for t, _ in make_rows(200)] + ["### Instruction: Response: positive negative"],
+        trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()),
+    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
+                                   bos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    fast.save_pretrained(out)
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(fast), n_positions=128, n_embd=32, n_layer=2, n_head=2,
+                        bos_token_id=fast.eos_token_id, eos_token_id=fast.eos_token_id)
+    GPT2LMHeadModel(config).save_pretrained(out)
+    return out
+
+
+def test_causal_lm_loss_perplexity_samples_and_champion(project) -> None:
+    (project / "datasets" / "chat.yaml").write_text(
+        "task: causal-lm\nsource: {path: data/chat.csv}\n"
+        "columns: {prompt: prompt, response: response}\n"
+        "register: {primary_metric: perplexity, thresholds: {perplexity: 1.0e+6}}\n"
+        "tokenize: {max_length: 64}\n"
+    )
+    cfg = load_config("chat", project)
+    tiny_gpt2(cfg.dirs.model / "model")
+    cfg.dirs.clean.mkdir(parents=True)
+    rows = make_rows(12)
+    pd.DataFrame({"prompt": [f"Is this review positive? {t}" for t, _ in rows],
+                  "response": ["positive" if y == "pos" else "negative" for _, y in rows]}
+                 ).to_parquet(cfg.dirs.clean / "test.parquet")
+
+    first = evaluate(cfg)
+    loss = first.metrics["eval_loss"]
+    # An untrained model is about uniform over its ~300 tokens: loss near ln(300) = 5.7.
+    assert 4.5 < loss < 7.0 and first.metrics["perplexity"] == pytest.approx(np.exp(loss))
+    assert first.metrics["n_tokens"] >= 24  # at least "positive"/"negative" + eos per row
+    samples = pd.read_json(cfg.dirs.eval / "samples.jsonl", lines=True)
+    assert list(samples.columns) == ["prompt", "reference", "generated"] and len(samples) == 5
+
+    registered = register(cfg)
+    assert registered.aliases == ["challenger", "champion"]
+    assert any("skip baseline" in r for r in registered.decision.reasons)
+    again = evaluate(cfg)  # the champion (this same model) re-scored from the registry
+    assert again.champion_version == 1
+    assert again.champion["eval_loss"] == pytest.approx(loss, rel=1e-5)

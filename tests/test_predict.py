@@ -8,7 +8,11 @@ import shutil
 import pandas as pd
 import pytest
 from conftest import REPO, write_dataset_yaml
-from registry_helpers import run_pipeline_tail, toy_config
+from registry_helpers import (
+    one_torch_thread,  # noqa: F401 (a fixture, used by name)
+    run_pipeline_tail,
+    toy_config,
+)
 from typer.testing import CliRunner
 
 from tunesmith.cli_registry import registry_app
@@ -17,7 +21,7 @@ from tunesmith.registry import store
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, tiny_bert):
+def served(tmp_path_factory: pytest.TempPathFactory, tiny_bert, one_torch_thread):  # noqa: F811
     """A project whose `toy` model has a champion (version 1), built once for the module
     (one train+evaluate+register is most of these tests' time); cwd is the project root."""
     root = tmp_path_factory.mktemp("served") / "proj"

@@ -10,7 +10,11 @@ import sys
 import pytest
 from conftest import REPO
 from mlflow.tracking import MlflowClient
-from registry_helpers import run_pipeline_tail, toy_config
+from registry_helpers import (
+    one_torch_thread,  # noqa: F401 (a fixture, used by name)
+    run_pipeline_tail,
+    toy_config,
+)
 
 from tasks.register import decide, register
 from tunesmith.errors import EnvironmentProblem
@@ -18,6 +22,9 @@ from tunesmith.registry import Gate, should_promote, store
 from tunesmith.tracking import tracking_uri
 
 GATE = Gate(thresholds={"f1_macro": 0.7}, margin=0.01, primary_metric="f1_macro")
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(autouse=True)

@@ -84,7 +84,8 @@ def predict(
     ] = None,
     set_: SetOpt = None,
 ) -> None:
-    """Classify texts with `models:/DATASET@ALIAS` (offline); adds `label` and `score`."""
+    """Classify texts with `models:/DATASET@ALIAS` (offline); adds `label` and `score`
+    (a causal-LM dataset's model adds `response` instead)."""
     import pandas as pd
 
     from tunesmith.config import load_config
@@ -96,18 +97,24 @@ def predict(
     if input is not None:
         # An explicit --text-col, else the dataset's own text column (so an export of the
         # source works as is), else "text".
-        columns = [text_col] if text_col else [c for c in (cfg.columns.text, "text") if c]
+        own = cfg.columns.prompt if cfg.task == "causal-lm" else cfg.columns.text
+        columns = [text_col] if text_col else [c for c in (own, "text", "prompt") if c]
         frame, column = read_texts(input, columns)
     else:
         frame, column = pd.DataFrame({"text": texts}), "text"
     model = store.load_pyfunc(cfg, alias)
-    scored = model.predict(pd.DataFrame({"text": frame[column].astype(str).tolist()}))
+    key = "prompt" if cfg.task == "causal-lm" else "text"
+    scored = model.predict(pd.DataFrame({key: frame[column].astype(str).tolist()}))
+    # Classifiers answer label + score (+ prob_* columns, left out here); LMs a response.
+    added = [c for c in scored.columns if not c.startswith("prob_")]
     result = frame.reset_index(drop=True).assign(
-        label=scored["label"].to_numpy(), score=scored["score"].round(6).to_numpy()
+        **{c: scored[c].round(6).to_numpy() if c == "score" else scored[c].to_numpy()
+           for c in added}
     )
     if input is None and output is None:
-        for row in result.itertuples():
-            typer.echo(f"{row.label}\t{row.score:.4f}\t{row.text}")
+        for i, text in enumerate(result[column]):
+            shown = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in result.loc[i, added]]
+            typer.echo("\t".join([*shown, text]))
         return
     write_predictions(result, output)
     if output is not None:

@@ -21,6 +21,7 @@ from tunesmith.tracking import configure, tracking_uri
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 MODEL_CODE = Path(__file__).with_name("hf_classifier.py")
+GENERATOR_CODE = Path(__file__).with_name("hf_generator.py")
 
 
 def model_uri(name: str, alias: str) -> str:
@@ -49,8 +50,6 @@ def get_version(cfg: Config, version: int) -> ModelVersion:
 def log_classifier(cfg: Config, model_dir: Path, labels: list[str]) -> Any:
     """Log `model_dir` (a transformers classifier) as a pyfunc model into the active run."""
     import pandas as pd
-    import torch
-    import transformers
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
@@ -69,17 +68,53 @@ def log_classifier(cfg: Config, model_dir: Path, labels: list[str]) -> Any:
                       "batch_size": cfg.evaluate.batch_size},
         signature=signature,
         input_example=pd.DataFrame({"text": ["an example text to classify"]}),
-        # Pinned to what trained it; the CPU build of torch serves fine anywhere.
-        pip_requirements=[
-            f"mlflow=={mlflow.__version__}",
-            f"torch=={torch.__version__.split('+')[0]}",
-            f"transformers=={transformers.__version__}",
-            f"pandas=={pd.__version__}",
-        ],
+        pip_requirements=_pins(),
     )
 
 
-def smoke_test(uri: str, texts: list[str]) -> None:
+def _pins() -> list[str]:
+    """Pinned to what trained it; the CPU build of torch serves fine anywhere."""
+    import pandas as pd
+    import torch
+    import transformers
+
+    return [
+        f"mlflow=={mlflow.__version__}",
+        f"torch=={torch.__version__.split('+')[0]}",
+        f"transformers=={transformers.__version__}",
+        f"pandas=={pd.__version__}",
+    ]
+
+
+def log_generator(cfg: Config, model_dir: Path, max_new_tokens: int = 64) -> Any:
+    """Log `model_dir` (a causal LM) as a pyfunc prompt -> response model into the active run."""
+    import pandas as pd
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(GENERATOR_CODE),
+        artifacts={"model": str(model_dir)},
+        model_config={"prompt_template": cfg.train.prompt_template,
+                      "max_length": cfg.tokenize.max_length, "max_new_tokens": max_new_tokens},
+        signature=ModelSignature(inputs=Schema([ColSpec("string", "prompt")]),
+                                 outputs=Schema([ColSpec("string", "response")])),
+        input_example=pd.DataFrame({"prompt": ["Say hello."]}),
+        pip_requirements=_pins(),
+    )
+
+
+def model_dir_for(cfg: Config, alias: str) -> Path | None:
+    """Download `models:/NAME@alias` and return its transformers directory (None: no alias)."""
+    configure(cfg)
+    if version_for(cfg, alias) is None:
+        return None
+    local = Path(mlflow.artifacts.download_artifacts(model_uri(cfg.name, alias)))
+    return local / "artifacts" / "model"
+
+
+def smoke_test(uri: str, texts: list[str], expect: tuple[str, ...] = ("label", "score")) -> None:
     """Load the logged model the way `predict` will and classify `texts`, or raise.
 
     MLflow's own check of the input example only warns on failure, and a version that
@@ -88,13 +123,14 @@ def smoke_test(uri: str, texts: list[str]) -> None:
     import pandas as pd
 
     try:
-        out = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({"text": texts}))
+        column = "prompt" if expect == ("response",) else "text"
+        out = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({column: texts}))
     except Exception as exc:  # noqa: BLE001 - whatever breaks, the model is unusable
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise EnvironmentProblem(
             f"{uri}: the logged model does not load and predict: {first}"
         ) from exc
-    if list(out.columns[:2]) != ["label", "score"] or len(out) != len(texts):
+    if tuple(out.columns[: len(expect)]) != expect or len(out) != len(texts):
         raise EnvironmentProblem(f"{uri}: the logged model returned {list(out.columns)}")
 
 
