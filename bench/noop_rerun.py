@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -71,16 +72,28 @@ def make_repo(repo: Path, model: Path) -> None:
         sh(args, repo)
 
 
+def _children_cpu() -> float:
+    """CPU seconds of finished child processes (and their children): robust to load."""
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime
+
+
 def sh(args: list[str], cwd: Path) -> tuple[float, str]:
     """Run a command; (wall seconds, output). Exits on failure with the output's tail."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b",
            "GIT_COMMITTER_EMAIL": "b@b", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "PREFECT_HOME": str(cwd / ".prefect")}
+           "PREFECT_HOME": str(cwd / ".prefect"),
+           # Prefect's ephemeral API gives up after 20 s by default; on a loaded 2-core box
+           # its start alone took longer (docs/benchmarks.md), failing the whole run.
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": os.environ.get(
+               "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")}
     env.pop("TUNESMITH_ROOT", None)
     t0 = time.perf_counter()
+    c0 = _children_cpu()
     done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    print(f"  {' '.join(args)}: {wall:.1f}s wall, {_children_cpu() - c0:.1f} CPU-s", flush=True)
     if done.returncode != 0:
         raise SystemExit(f"{args} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     return wall, done.stdout + done.stderr
@@ -90,11 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3, help="no-op reruns per command")
     ap.add_argument("--quick", action="store_true", help="dvc repro only, one no-op rerun")
+    ap.add_argument("--only", choices=("dvc", "run"), help="time just one of the two commands")
     args = ap.parse_args(argv)
     commands = {"dvc repro": ["dvc", "repro"],
                 "tunesmith run": ["tunesmith", "run", "--dataset", NAME]}
     if args.quick:
         args.repeats, commands = 1, {"dvc repro": commands["dvc repro"]}
+    if args.only:
+        commands = {k: v for k, v in commands.items() if k.startswith(args.only[0])}
 
     with tempfile.TemporaryDirectory(prefix="bench-noop-") as tmp:
         repo = Path(tmp) / "repo"
