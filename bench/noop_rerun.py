@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.repeats, commands = 1, {"dvc repro": commands["dvc repro"]}
     if args.only:
-        commands = {k: v for k, v in commands.items() if k.startswith(args.only[0])}
+        commands = {k: v for k, v in commands.items() if args.only in k.split()}
 
     with tempfile.TemporaryDirectory(prefix="bench-noop-") as tmp:
         repo = Path(tmp) / "repo"
