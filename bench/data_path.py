@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             run[step] = run_child(step, root)
         runs.append(run)
         total = sum(run[s]["step_s"] for s in STEPS)
-        print(f"repeat {rep + 1}: steps {total:.1f}s, bare {run['bare']['step_s']:.1f}s", flush=True)
+        bare = run["bare"]["step_s"]
+        print(f"repeat {rep + 1}: steps {total:.1f}s, bare {bare:.1f}s", flush=True)
 
     rows = args.rows
     med = {k: statistics.median(r[k]["step_s"] for r in runs) for k in (*STEPS, "bare")}

@@ -91,10 +91,14 @@ def trainer_args(out: Path, steps: int, batch: int, seed: int = 42):
 
 def run_baseline(mode: str, work: Path, rows: int, steps: int, batch: int) -> dict:
     import numpy as np
-    from datasets import Dataset
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer,
-                              DataCollatorWithPadding, Trainer)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+    )
 
+    from datasets import Dataset
     from tunesmith.models import resolve_base
 
     base = resolve_base("all-MiniLM-L6-v2")
@@ -121,7 +125,8 @@ def run_baseline(mode: str, work: Path, rows: int, steps: int, batch: int) -> di
     t0 = time.perf_counter()
     result = trainer.train()
     wall = time.perf_counter() - t0
-    return {**timer.rates(batch), "trainer_samples_per_s": result.metrics["train_samples_per_second"],
+    return {**timer.rates(batch),
+            "trainer_samples_per_s": result.metrics["train_samples_per_second"],
             "train_wall_s": wall, "steps": trainer.state.global_step}
 
 
@@ -130,9 +135,9 @@ def run_tunesmith(work: Path, rows: int, steps: int, batch: int,
     """Write the tokenize step's on-disk contract, then call the train step itself."""
     import shutil
 
-    import datasets
     from transformers import AutoTokenizer
 
+    import datasets
     from tasks.train import build_request
     from tunesmith.config import load_config
     from tunesmith.models import resolve_base
