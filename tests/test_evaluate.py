@@ -105,7 +105,7 @@ def test_evaluate_writes_the_report_and_logs_it(project, tiny_bert) -> None:
     assert len(wrong) == 60 - round(report["accuracy"] * 60)
     assert (out / "misclassified.md").read_text().startswith("# Worst misclassified")
 
-    client = MlflowClient(tracking_uri(cfg))
+    client = MlflowClient(tracking_uri(cfg), tracking_uri(cfg))
     run = client.get_run(result.run_id)
     assert run.info.status == "RUNNING"  # left open for register
     assert run.data.metrics["test/f1_macro"] == report["f1_macro"]

@@ -103,7 +103,9 @@ def test_champion_survives_a_degraded_run_and_rollback(project, tiny_bert) -> No
     """Acceptance: run 1 -> champion; run 2 on shuffled labels -> challenger only; the
     champion stays; promote and rollback move the alias by hand and record it."""
     cfg = toy_config(project)
-    client = MlflowClient(tracking_uri(cfg))
+    # Both URIs explicit: a bare MlflowClient(uri) takes the process-wide registry URI,
+    # which the previous test pointed at its own project.
+    client = MlflowClient(tracking_uri(cfg), tracking_uri(cfg))
     assert tracking_uri(cfg) == f"sqlite:///{project / 'mlflow.db'}"
 
     ev1, reg1 = run_pipeline_tail(cfg, tiny_bert)
@@ -152,7 +154,7 @@ def test_failure_before_the_alias_move_keeps_the_champion(project, tiny_bert) ->
     (cfg.dirs.model / "model" / "model.safetensors").write_bytes(b"not a model")
     with pytest.raises(EnvironmentProblem, match="does not load and predict"):
         register(cfg)
-    client = MlflowClient(tracking_uri(cfg))
+    client = MlflowClient(tracking_uri(cfg), tracking_uri(cfg))
     assert int(store.version_for(cfg, "champion").version) == 1
     assert [int(v.version) for v in client.search_model_versions("name='toy'")] == [1]
     failed = client.search_runs([client.get_experiment_by_name("toy").experiment_id],

@@ -9,7 +9,6 @@ import sys
 import mlflow
 import pandas as pd
 import pytest
-from mlflow.tracking import MlflowClient
 from registry_helpers import toy_config, write_splits
 
 from tunesmith import tracking
@@ -85,7 +84,7 @@ def test_a_second_process_resumes_the_run(project) -> None:
     assert out.stdout.strip().splitlines()[-1] == run_id
     saved = json.loads(tracking.run_file(cfg).read_text())
     assert saved["run_id"] == run_id
-    tags = MlflowClient(tracking.tracking_uri(cfg)).get_run(run_id).data.tags
+    tags = tracking.configure(cfg).get_run(run_id).data.tags
     assert tags["step.clean"] == "done"
 
 
