@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,7 +207,9 @@ def score_champion(
         frame = model.predict(pd.DataFrame({"text": texts}))
         proba = frame[[f"prob_{label}" for label in cfg.labels]].to_numpy(dtype=float)
     except Exception as exc:  # noqa: BLE001 - any failure means "not comparable"
-        print(f"evaluate: champion version {mv.version} could not be re-scored: {exc}")
+        # Logged, not raised: the gate then keeps this champion (see should_promote).
+        print(f"evaluate: champion version {mv.version} could not be re-scored: {exc}",
+              file=sys.stderr)
         return int(mv.version), None
     result = M.classification_metrics(y_true, proba, cfg.labels)
     result.pop("confusion_matrix")
@@ -334,7 +337,8 @@ def evaluate_lm(cfg: Config) -> EvaluateResult:
                 c_model, c_tok = load_lm(store.model_dir_for(cfg, store.CHAMPION))
                 champion = lm_loss(c_model, c_tok, test, cfg)
             except Exception as exc:  # noqa: BLE001 - any failure means "not comparable"
-                print(f"evaluate: champion version {mv.version} could not be re-scored: {exc}")
+                print(f"evaluate: champion version {mv.version} could not be re-scored: {exc}",
+                      file=sys.stderr)
             report["champion"] = {"version": champion_version, **(champion or {})}
         (out / "metrics.json").write_text(json.dumps(_clean_json(report), indent=2),
                                           encoding="utf-8")

@@ -78,7 +78,7 @@ def test_champion_must_be_beaten_by_the_margin() -> None:
 
 def test_champion_that_could_not_be_rescored_is_kept() -> None:
     d = should_promote({"f1_macro": 0.99}, {}, {"f1_macro": 0.5}, GATE)
-    assert not d.promote and "no re-scored" in d.reasons[-1]
+    assert not d.promote and "could not be re-scored" in d.reasons[-1]
 
 
 def test_decide_refuses_when_the_champion_moved_since_evaluate(project) -> None:

@@ -97,7 +97,10 @@ def should_promote(
         reasons.append("pass champion: no current champion, so there is nothing to beat")
     elif champion.get(pm) is None:
         ok = False
-        reasons.append(f"FAIL champion: the current champion has no re-scored {pm}")
+        reasons.append(
+            f"FAIL champion: the current champion could not be re-scored on {pm} with this "
+            "test set (e.g. a changed label set); `tunesmith promote` overrides by hand"
+        )
     elif better(pm, cand, champion[pm], gate.margin):
         reasons.append(
             f"pass champion: {pm} {cand:.4f} vs champion {champion[pm]:.4f} "
