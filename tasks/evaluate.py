@@ -307,13 +307,13 @@ def log_to_mlflow(cfg: Config, out: Path, report: dict[str, Any], warnings: list
 # ------------------------------------------------------------------------- causal LM
 
 N_SAMPLES = 5  # generated examples shown in the report
-MAX_NEW_TOKENS = 64
 
 
 def evaluate_lm(cfg: Config) -> EvaluateResult:
     """Causal LM: response-token loss and perplexity on test, the champion's on the same
     rows, and a few greedy generations next to the reference responses."""
     from tunesmith import tracking
+    from tunesmith.lm_eval import generate_samples, lm_loss, load_lm, samples_markdown
     from tunesmith.registry import store
 
     out = cfg.dirs.eval
@@ -325,9 +325,12 @@ def evaluate_lm(cfg: Config) -> EvaluateResult:
     if missing := {"prompt", "response"} - set(test.columns):
         raise DataError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
     model, tokenizer = load_lm(cfg.dirs.model / "model")
-    report: dict[str, Any] = {"n": len(test), **lm_loss(model, tokenizer, test, cfg)}
+    template, max_len, batch = (cfg.train.prompt_template, cfg.tokenize.max_length,
+                                cfg.evaluate.batch_size)
+    report: dict[str, Any] = {"n": len(test),
+                              **lm_loss(model, tokenizer, test, template, max_len, batch)}
     report.update(model_size(cfg.dirs.model / "model", model))
-    samples = generate_samples(model, tokenizer, test.head(N_SAMPLES), cfg)
+    samples = generate_samples(model, tokenizer, test.head(N_SAMPLES), template, max_len)
 
     with tracking.active_run(cfg, "evaluate") as run_id:
         champion_version = champion = None
@@ -335,7 +338,7 @@ def evaluate_lm(cfg: Config) -> EvaluateResult:
             champion_version = int(mv.version)
             try:
                 c_model, c_tok = load_lm(store.model_dir_for(cfg, store.CHAMPION))
-                champion = lm_loss(c_model, c_tok, test, cfg)
+                champion = lm_loss(c_model, c_tok, test, template, max_len, batch)
             except Exception as exc:  # noqa: BLE001 - any failure means "not comparable"
                 print(f"evaluate: champion version {mv.version} could not be re-scored: {exc}",
                       file=sys.stderr)
@@ -358,71 +361,3 @@ def evaluate_lm(cfg: Config) -> EvaluateResult:
         metrics_path=out / "metrics.json", metrics=M.summary(report),
         champion_version=champion_version, champion=champion, run_id=run_id,
     )
-
-
-def load_lm(path: Path | None) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if path is None or not (path / "config.json").is_file():
-        raise EnvironmentProblem(f"{path}: no trained model here; run the train step first")
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return AutoModelForCausalLM.from_pretrained(path).eval(), tokenizer
-
-
-def lm_loss(model: Any, tokenizer: Any, test: pd.DataFrame, cfg: Config) -> dict[str, float]:
-    """Mean cross-entropy over response tokens (prompt tokens masked as in training)."""
-    import torch
-
-    from tunesmith.training.causal_lm import IGNORE, perplexity, tokenize_causal
-
-    enc = tokenize_causal(test["prompt"].astype(str).tolist(),
-                          test["response"].astype(str).tolist(), tokenizer,
-                          cfg.train.prompt_template, cfg.tokenize.max_length)
-    total, count = 0.0, 0
-    pad = tokenizer.pad_token_id
-    with torch.inference_mode():
-        for start in range(0, len(enc["input_ids"]), cfg.evaluate.batch_size):
-            ids = enc["input_ids"][start:start + cfg.evaluate.batch_size]
-            labels = enc["labels"][start:start + cfg.evaluate.batch_size]
-            width = max(map(len, ids))
-            input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids])
-            target = torch.tensor([y + [IGNORE] * (width - len(y)) for y in labels])
-            mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
-            logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
-            # Token t predicts token t+1; sum, then divide once, so long answers weigh more.
-            loss = torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]), target[:, 1:].reshape(-1),
-                ignore_index=IGNORE, reduction="sum",
-            )
-            total += float(loss)
-            count += int((target[:, 1:] != IGNORE).sum())
-    mean = total / max(count, 1)
-    return {"eval_loss": mean, "perplexity": perplexity(mean), "n_tokens": float(count)}
-
-
-def generate_samples(model: Any, tokenizer: Any, rows: pd.DataFrame, cfg: Config) -> pd.DataFrame:
-    """Greedy generations for a few test prompts, beside the reference responses."""
-    import torch
-
-    generated = []
-    with torch.inference_mode():
-        for prompt in rows["prompt"].astype(str):
-            enc = tokenizer(cfg.train.prompt_template.format(prompt=prompt), truncation=True,
-                            max_length=cfg.tokenize.max_length, return_tensors="pt")
-            ids = model.generate(**enc, max_new_tokens=MAX_NEW_TOKENS, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
-            new = ids[0, enc["input_ids"].shape[1]:]
-            generated.append(tokenizer.decode(new, skip_special_tokens=True).strip())
-    return pd.DataFrame({"prompt": rows["prompt"].astype(str).tolist(),
-                         "reference": rows["response"].astype(str).tolist(),
-                         "generated": generated})
-
-
-def samples_markdown(samples: pd.DataFrame) -> str:
-    lines = ["# Generated samples (greedy)", ""]
-    for i, row in enumerate(samples.itertuples(), 1):
-        lines += [f"## {i}", "", f"**prompt**: {row.prompt}", "",
-                  f"**reference**: {row.reference}", "", f"**generated**: {row.generated}", ""]
-    return "\n".join(lines)
