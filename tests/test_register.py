@@ -90,6 +90,20 @@ def test_decide_refuses_when_the_champion_moved_since_evaluate(project) -> None:
     assert not moved.promote and "re-run evaluate" in moved.reasons[-1]
 
 
+def test_decide_keeps_a_champion_evaluate_could_not_score(project) -> None:
+    cfg = toy_config(project)
+    report = {"f1_macro": 0.99, "baseline": {"f1_macro": 0.5}, "champion": {"version": 1}}
+    d = decide(cfg, report, current_champion=1)
+    assert not d.promote and "could not be re-scored" in d.reasons[-1]
+
+
+def test_causal_lm_skips_the_inherited_classification_threshold(project) -> None:
+    cfg = toy_config(project, "task=causal-lm", "columns={prompt: text, response: label}",
+                     "register.primary_metric=perplexity")
+    d = decide(cfg, {"perplexity": 12.0, "eval_loss": 2.5}, current_champion=None)
+    assert d.promote and d.reasons[0] == "skip threshold f1_macro: not a causal-lm metric"
+
+
 # ----------------------------------------------------------------- the real register step
 
 
