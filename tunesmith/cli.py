@@ -41,10 +41,9 @@ def main() -> None:
         if isinstance(exc, typer.Exit):
             sys.exit(exc.exit_code)
         raise
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:
+        # Usage errors (click's, or typer 0.29's vendored copy of click) show themselves.
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
         raise
