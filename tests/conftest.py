@@ -155,3 +155,11 @@ def make_tokenized(
             "max_length": max_length, "data_digest": f"toy-{seed}-{n_train}"}
     (out / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
     return out
+
+
+@pytest.fixture(autouse=True)
+def _own_mlflow_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts without MLFLOW_TRACKING_URI: `mlflow.set_tracking_uri` exports it,
+    so one test's store would otherwise leak into the next through the environment."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
