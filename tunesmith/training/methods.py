@@ -108,8 +108,13 @@ def apply_method(model: nn.Module, task: str, opts: TrainOptions) -> nn.Module:
         model = wrap_lora(model, task, opts)
     else:  # pragma: no cover - TrainOptions.method is a Literal checked by the config
         raise ValueError(f"unknown method {method}")
-    if opts.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if opts.gradient_checkpointing:
+        # transformers 5 calls it activation checkpointing; non-reentrant copes with frozen inputs.
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     return model
 
 
