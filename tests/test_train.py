@@ -294,3 +294,10 @@ def test_early_stopping_and_best_checkpoint(tiny_bert, tokenized, tmp_path):
     summary = train_model(request(tiny_bert, tokenized, tmp_path, epochs=5, lr=0.0,
                                   early_stopping_patience=1, gradient_checkpointing=True))
     assert summary.epochs_run == 2 and summary.best_epoch == 1
+
+
+def test_same_seed_same_weights_on_cpu(tiny_bert, tokenized, tmp_path):
+    for name in ("a", "b"):
+        train_model(request(tiny_bert, tokenized, tmp_path / name, max_steps=3))
+    wa, wb = (weights(tmp_path / n / "model_out" / "model") for n in "ab")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
