@@ -65,19 +65,15 @@ def clean(cfg: Config) -> CleanResult:
         frame["prompt"] = normalise_text(frame["prompt"], opts)
         frame["response"] = normalise_text(frame["response"], opts)
         drop((frame["prompt"] == "") | (frame["response"] == ""), "empty_text")
-        lengths = frame["prompt"].str.len() + frame["response"].str.len()
         key = dedup_key(frame["prompt"] + " \x00 " + frame["response"])
     else:
         text_col = "text"
         frame["text"] = normalise_text(frame["text"], opts)
         frame["label"] = _map_labels(frame["label"], cfg, source)
         drop(frame["label"].isna(), "missing_label")
-        lengths = frame["text"].str.len()
         drop(frame["text"] == "", "empty_text")
-        lengths = frame["text"].str.len()
-        drop(lengths < opts.min_chars, "too_short")
-        lengths = frame["text"].str.len()
-        drop(lengths > opts.max_chars, "too_long")
+        drop(frame["text"].str.len() < opts.min_chars, "too_short")
+        drop(frame["text"].str.len() > opts.max_chars, "too_long")
         key = dedup_key(frame["text"])
 
     conflicts: list[dict] = []

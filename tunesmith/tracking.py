@@ -48,8 +48,13 @@ def tracking_uri(cfg: Config) -> str:
 def configure(cfg: Config) -> MlflowClient:
     """Point the fluent API at this project's tracking store and return a client for it."""
     uri = tracking_uri(cfg)
+    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; left there, it would override
+    # the next dataset's `tracking.uri` in this process. Keep only what the user set.
+    user_set = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    if user_set is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
     return MlflowClient(uri, uri)
 
 
