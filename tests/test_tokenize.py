@@ -42,3 +42,24 @@ def test_tokenize_reuses_output_when_nothing_changed(cleaned):
     shorter = load_config("toy", cleaned.root, ["tokenize.max_length=8"])
     result = tokenize(shorter)
     assert not result.skipped and result.truncated_share > 0.5
+
+
+def test_rust_path_matches_transformers_tokenizer_and_keeps_sep(cleaned):
+    """The step reads tokenizer.json without transformers; its ids must be the same."""
+    import pandas as pd
+    from transformers import AutoTokenizer
+
+    from tasks.tokenize import _encode, load_rust_tokenizer
+    from tunesmith.models import resolve_base
+
+    base = resolve_base(cleaned.model.base, cleaned.root)
+    rust = load_rust_tokenizer(base)
+    assert rust is not None
+    frame = pd.read_parquet(cleaned.dirs.clean / "train.parquet")
+    frame.loc[0, "text"] = " ".join(["prize"] * 80)  # longer than max_length 32
+    columns, full = _encode(frame, cleaned, rust)
+    hf = AutoTokenizer.from_pretrained(base)
+    expected = hf(frame["text"].tolist(), truncation=True, max_length=32)["input_ids"]
+    assert columns["input_ids"] == expected
+    assert full[0] > 32 and columns["length"][0] == 32
+    assert columns["input_ids"][0][-1] == hf.sep_token_id
