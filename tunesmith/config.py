@@ -27,7 +27,7 @@ from tunesmith.errors import ConfigError
 from tunesmith.training.options import TrainOptions
 
 TaskType = Literal["text-classification", "causal-lm", "image-classification"]
-SourceFormat = Literal["csv", "tsv", "jsonl", "parquet", "hf"]
+SourceFormat = Literal["csv", "tsv", "jsonl", "parquet", "hf", "folder"]  # folder: <label>/*.png
 PARAMS_FILE = "params.yaml"
 DATASETS_DIR = "datasets"
 
@@ -81,6 +81,7 @@ class CleanConfig(Strict):
     max_chars: int = Field(5000, ge=1)
     dedup: bool = True
     drop_conflicting: bool = True
+    min_image_size: int = Field(8, ge=1)  # image-classification: smaller width or height is dropped
     split: SplitConfig = Field(default_factory=SplitConfig)
 
 
@@ -95,6 +96,9 @@ class ValidateConfig(Strict):
     min_class_share: float = Field(0.02, ge=0, le=1)
     max_label_drift: float = Field(0.1, ge=0, le=1)  # |share_train - share_test| per class
     n_examples: int = Field(5, ge=0)  # offending rows shown per failed expectation
+    # image-classification: share of ingested files that must decode, and the least width/height
+    min_decodable_share: float = Field(0.9, ge=0, le=1)
+    min_image_size: int = Field(8, ge=1)
 
 
 class ModelConfig(Strict):

@@ -1,7 +1,8 @@
 """Where a parameter sits in a transformer: embeddings, layer k, or the task head.
 
 Freezing, staged unfreezing and layer-wise learning-rate decay all need that position.
-Names differ per family (`bert.encoder.layer.3.`, `transformer.h.3.`, `model.layers.3.`),
+Names differ per family (`bert.encoder.layer.3.`, `transformer.h.3.`, `model.layers.3.`,
+`resnet.encoder.stages.3.`, `vit.layers.3.`),
 so positions come from name patterns rather than per-family tables.
 """
 
@@ -11,7 +12,9 @@ import re
 
 from torch import nn
 
-_LAYER = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
+# CNNs (ResNet, ConvNeXt) count a stage as a layer: `encoder.stages.2.layers.0.` is stage 2,
+# found first because the leftmost match wins.
+_LAYER = re.compile(r"\.(?:stages|layer|layers|h|block|blocks)\.(\d+)\.")
 _EMBED = re.compile(r"(embed|\.wte\.|\.wpe\.|word_embeddings|position_embeddings)")
 # Modules a classification model adds (or re-purposes) on top of the body. BERT's pooler
 # feeds the classifier and is counted as head so a linear probe can adapt it too.

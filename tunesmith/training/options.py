@@ -87,6 +87,9 @@ class TrainOptions:
     group_by_length: bool = True
     save_total_limit: int = 2
     warm_start: str = ""  # path of a previous model whose head rows are copied for shared labels
+    # image-classification: random resized crop (area share >= augment_min_scale) + h-flip
+    augment: bool = True
+    augment_min_scale: float = 0.5
     # causal-lm only
     prompt_template: str = "### Instruction:\n{prompt}\n\n### Response:\n"
     packing: bool = True
