@@ -37,7 +37,10 @@ class RetrainSummary:
 
 
 def _call_step(step: str, cfg: Config) -> Any:
-    return getattr(importlib.import_module(f"tasks.{step}"), step)(cfg)
+    from tunesmith import tracking
+
+    func = getattr(importlib.import_module(f"tasks.{step}"), step)
+    return tracking.run_step(cfg, step, func)  # the pipeline's MLflow run, see tracking
 
 
 def _cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
@@ -100,8 +103,10 @@ def retrain(dataset: str, overrides: list[str] | None = None) -> RetrainSummary:
                 summary.ran.append(step)
             try:
                 result = state.result()
-            except ValidationFailed:
-                publish_validation(cfg, failed=True)
+            except BaseException as exc:
+                _fail_run(cfg)
+                if isinstance(exc, ValidationFailed):
+                    publish_validation(cfg, failed=True)
                 raise
             summary.results[step] = result
             _publish(step, cfg, result)
@@ -109,6 +114,14 @@ def retrain(dataset: str, overrides: list[str] | None = None) -> RetrainSummary:
     logger.info("%s: ran %s, reused %s in %.1fs", dataset, summary.ran or "nothing",
                 summary.cached or "nothing", summary.seconds)
     return summary
+
+
+def _fail_run(cfg: Config) -> None:
+    """A stopped pipeline ends its MLflow run FAILED (e.g. a train timeout that killed the
+    task outside the run's own error path), so the next pipeline run starts a fresh one."""
+    from tunesmith import tracking
+
+    tracking.finish_run(cfg, "FAILED")
 
 
 def _publish(step: str, cfg: Config, result: Any) -> None:

@@ -33,6 +33,10 @@ class RegisterResult:
 # Thresholds a causal LM cannot be measured on. params.yaml's default `f1_macro` threshold
 # reaches every dataset through the merge and cannot be deleted there, so it is skipped
 # (and said so) rather than failing every causal-LM run as "not measured".
+# Run tags copied onto the model version: source sha256, split digests, the dvc.lock hash of
+# data/raw/NAME and data/clean/NAME, the git commit. Enough to say which data made a model.
+LINEAGE = ("data.", "dvc.ingest.", "dvc.clean.", "git.commit")
+
 CLASSIFICATION_ONLY = frozenset({"accuracy", "f1_macro", "precision_macro", "recall_macro",
                                  "mcc", "roc_auc", "pr_auc", "ece"})
 
@@ -106,8 +110,11 @@ def register(cfg: Config) -> RegisterResult:
             mlflow.log_artifacts(str(adapter), "adapter")
         mv = store.register_version(cfg, info.model_uri)
         verdict = "promote" if decision.promote else "keep champion"
+        # The data version this model came from, on the version itself (see LINEAGE).
+        lineage = {k: v for k, v in client.get_run(run_id).data.tags.items()
+                   if k.startswith(LINEAGE)}
         for key, value in {"gate.decision": verdict, "gate.reasons": "\n".join(decision.reasons),
-                           "run_id": run_id}.items():
+                           "run_id": run_id, **lineage}.items():
             client.set_model_version_tag(cfg.name, mv.version, key, value[:5000])
         mlflow.set_tags({"gate.decision": verdict, "registered.version": mv.version,
                          "gate.reasons": "\n".join(decision.reasons)[:5000]})

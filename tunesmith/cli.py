@@ -55,7 +55,15 @@ def run_step(step: str, dataset: str, overrides: list[str] | None = None):
 
     cfg = load_config(dataset, overrides=overrides or [])
     func = getattr(importlib.import_module(f"tasks.{step}"), step)
-    return func(cfg)
+    from tunesmith import tracking
+
+    try:
+        return tracking.run_step(cfg, step, func)  # the pipeline's MLflow run, see tracking
+    except BaseException:
+        # Whatever escaped the run's own error path: never leave it RUNNING for the next
+        # pipeline run to append to (a no-op when the run already ended FAILED).
+        tracking.finish_run(cfg, "FAILED")
+        raise
 
 
 def _summary(result: object) -> str:

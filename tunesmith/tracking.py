@@ -2,11 +2,14 @@
 
 Steps run in one process (Prefect) or one process each (`dvc repro`), so the run id lives
 in a file, `cfg.dirs.state/mlflow_run.json`. `active_run(cfg)` resumes that run while it is
-RUNNING and starts a new one otherwise; leaving the context keeps it RUNNING for the next
-step, and `register` closes it with `finish_run` so the next pipeline run starts fresh.
+RUNNING and starts a new one otherwise (the first step that actually executes creates it);
+leaving the context keeps it RUNNING for the next step, an exception ends it FAILED (so
+the next pipeline run starts fresh), and `register` closes it with `finish_run`.
 
-The `log_*` helpers read what the steps wrote to disk (params, data lineage, validation,
-training curves), skip what the run already has, and so are safe to call from any step.
+`run_step` is what the CLI (`tunesmith step`, hence `dvc repro`) and the flow call: the
+step inside the run, then that step's own outputs logged from disk. The `log_*` helpers
+skip what the run already has, so evaluate can backfill what earlier steps left when
+they did not execute in this pipeline run (DVC or the Prefect cache skipped them).
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ import json
 import os
 import subprocess
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import mlflow
 import pandas as pd
@@ -26,11 +29,13 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from tunesmith.config import DATASETS_DIR, Config
+from tunesmith.errors import ValidationFailed
 from tunesmith.plots import read_curve
 
 RUN_FILE = "mlflow_run.json"
 SPLITS = ("train", "val", "test")
 _MAX_PARAM = 6000  # MLflow's limit on a param value
+T = TypeVar("T")
 
 
 def tracking_uri(cfg: Config) -> str:
@@ -93,8 +98,9 @@ def current_run_id(cfg: Config) -> str | None:
 def active_run(cfg: Config, step: str = "") -> Iterator[str]:
     """Resume or start the pipeline run and yield its id; see the module docstring.
 
-    Re-entrant: inside an already active MLflow run (a flow that opened it) it just yields
-    that run. An exception marks the run FAILED so the next step starts a fresh one.
+    Re-entrant: inside an already active MLflow run (a flow or `run_step` that opened it)
+    it just yields that run. An exception marks the run FAILED so the next step starts a
+    fresh one. A new run gets all params, the git commit and the dataset YAML at once.
     """
     client = configure(cfg)
     if (outer := mlflow.active_run()) is not None:
@@ -115,18 +121,50 @@ def active_run(cfg: Config, step: str = "") -> Iterator[str]:
                     "tracking_uri": tracking_uri(cfg)}),
         encoding="utf-8",
     )
+    if run_id is None:
+        log_run_context(cfg, client, rid)
     if step:
-        mlflow.set_tag(f"step.{step}", "started")
+        client.set_tag(rid, f"step.{step}", "started")
     try:
         yield rid
     except BaseException:
         if step:
-            mlflow.set_tag(f"step.{step}", "failed")
-        mlflow.end_run(status="FAILED")
+            client.set_tag(rid, f"step.{step}", "failed")
+        _end(client, rid, "FAILED")
         raise
     if step:
-        mlflow.set_tag(f"step.{step}", "done")
-    mlflow.end_run(status="RUNNING")  # stays open for the next step (or process)
+        client.set_tag(rid, f"step.{step}", "done")
+    # Stays open for the next step (or process), unless the step finished it (register).
+    if client.get_run(rid).info.status == "RUNNING":
+        _end(client, rid, "RUNNING")
+
+
+def _end(client: MlflowClient, run_id: str, status: str) -> None:
+    """End the fluent run if it is this one (stops its system-metrics thread), else by id."""
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        mlflow.end_run(status=status)
+    else:
+        client.set_terminated(run_id, status=status)
+
+
+def run_step(cfg: Config, step: str, func: Callable[[Config], T]) -> T:
+    """`func(cfg)` inside the pipeline's run, then the step's outputs logged to it.
+
+    What the CLI (`tunesmith step`, `dvc repro`) and the flow call. Evaluate and register
+    log their own outputs (their inner `active_run` joins this one).
+    """
+    log = STEP_LOGGERS.get(step)
+    with active_run(cfg, step) as run_id:
+        try:
+            result = func(cfg)
+        except ValidationFailed:
+            if log is not None:  # validate writes its report before raising: show it
+                log(cfg, configure(cfg), run_id)
+            raise
+        if log is not None:
+            log(cfg, configure(cfg), run_id)
+    return result
 
 
 def finish_run(cfg: Config, status: str = "FINISHED") -> str | None:
@@ -134,11 +172,7 @@ def finish_run(cfg: Config, status: str = "FINISHED") -> str | None:
     run_id = current_run_id(cfg)
     if run_id is None:
         return None
-    active = mlflow.active_run()
-    if active is not None and active.info.run_id == run_id:
-        mlflow.end_run(status=status)
-    else:
-        configure(cfg).set_terminated(run_id, status=status)
+    _end(configure(cfg), run_id, status)
     return run_id
 
 
@@ -192,16 +226,28 @@ def git_commit(root: Path) -> str | None:
 
 
 def dvc_lock_hashes(cfg: Config) -> dict[str, str]:
-    """{"dvc.<stage>.<out path>": md5} for this dataset's stages in dvc.lock, if present."""
+    """{"dvc.<stage>.<out path>": md5} for this dataset's stages in dvc.lock.
+
+    Empty unless the lock's `ingest@NAME` recorded the source file as it is now: after a
+    `tunesmith run` on newer data the lock (from an older `dvc repro`) describes other data.
+    """
+    import hashlib
+
     import yaml
 
     path = cfg.root / "dvc.lock"
     if not path.is_file():
         return {}
     stages = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages", {})
+    source = cfg.root / cfg.source.path
+    recorded = [d.get("md5") for d in (stages.get(f"ingest@{cfg.name}") or {}).get("deps", [])
+                if d.get("path") == cfg.source.path]
+    if not source.is_file() or not recorded or \
+            recorded[0] != hashlib.md5(source.read_bytes()).hexdigest():
+        return {}
     out = {}
     for stage, body in stages.items():
-        if "@" in stage and not stage.endswith(f"@{cfg.name}"):
+        if not stage.endswith(f"@{cfg.name}"):
             continue
         for item in body.get("outs", []) or []:
             digest = item.get("md5") or item.get("hash") or ""
@@ -209,20 +255,57 @@ def dvc_lock_hashes(cfg: Config) -> dict[str, str]:
     return out
 
 
-def log_lineage(cfg: Config, client: MlflowClient, run_id: str) -> None:
-    """Dataset inputs (one per split, with digest and source), git commit, dvc.lock, YAML."""
-    run = client.get_run(run_id)
-    if run.data.tags.get("data.lineage") == "logged":
-        return
-    manifest = _read_json(cfg.dirs.raw / "manifest.json")
-    report = _read_json(cfg.dirs.clean / "report.json")
-    source = str(manifest.get("source") or cfg.source.path)
-    tags = {"data.source": source, "dataset": cfg.name, "task": cfg.task}
-    if manifest.get("sha256"):
-        tags["data.raw_sha256"] = str(manifest["sha256"])
+def _once(client: MlflowClient, run_id: str, what: str) -> bool:
+    """True the first time `what` is logged to this run (a tag marks it done)."""
+    return client.get_run(run_id).data.tags.get(f"logged.{what}") != "true"
+
+
+def _artifacts(paths: list[Path], folder: str) -> None:
+    for path in paths:
+        if path.is_file():
+            mlflow.log_artifact(str(path), folder)
+
+
+def _finite(values: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v}
+
+
+def log_run_context(cfg: Config, client: MlflowClient, run_id: str) -> None:
+    """What a new run gets before any step: all params, dataset/task, git commit, YAML."""
+    log_params(cfg, client, run_id)
+    tags = {"dataset": cfg.name, "task": cfg.task}
     if commit := git_commit(cfg.root):
         tags["git.commit"] = commit
-    tags.update({k[:250]: v for k, v in dvc_lock_hashes(cfg).items()})
+    mlflow.set_tags(tags)
+    _artifacts([cfg.root / DATASETS_DIR / f"{cfg.name}.yaml"], "data")
+
+
+def log_ingest(cfg: Config, client: MlflowClient, run_id: str) -> None:
+    """The raw copy's manifest: source, rows, sha256 (the data version the run came from)."""
+    manifest = _read_json(cfg.dirs.raw / "manifest.json")
+    if not manifest or not _once(client, run_id, "ingest"):
+        return
+    mlflow.set_tags({"data.source": str(manifest.get("source") or cfg.source.path),
+                     "data.raw_sha256": str(manifest.get("sha256", ""))})
+    mlflow.log_metrics(_finite({"data/raw_rows": manifest.get("rows"),
+                                "data/raw_bytes": manifest.get("bytes")}))
+    _artifacts([cfg.dirs.raw / "manifest.json"], "data")
+    mlflow.set_tag("logged.ingest", "true")
+
+
+def log_clean(cfg: Config, client: MlflowClient, run_id: str) -> None:
+    """Rows kept and dropped by reason, and one `log_input` dataset per split with its digest."""
+    report = _read_json(cfg.dirs.clean / "report.json")
+    if not report or not _once(client, run_id, "clean"):
+        return
+    values = {"clean/rows_in": report.get("rows_in"), "clean/rows_out": report.get("rows_out")}
+    for reason, info in (report.get("dropped") or {}).items():
+        values[f"clean/dropped/{reason}"] = info.get("count") if isinstance(info, dict) else info
+    for split, n in (report.get("split_sizes") or {}).items():
+        values[f"clean/{split}_rows"] = n
+    mlflow.log_metrics(_finite(values))
+    tags = {}
     for split in SPLITS:
         path = cfg.dirs.clean / f"{split}.parquet"
         if not path.is_file():
@@ -241,29 +324,50 @@ def log_lineage(cfg: Config, client: MlflowClient, run_id: str) -> None:
         tags[f"data.{split}.digest"] = _split_digest(report, split) or dataset.digest
         tags[f"data.{split}.rows"] = str(len(frame))
     mlflow.set_tags(tags)
-    yaml_path = cfg.root / DATASETS_DIR / f"{cfg.name}.yaml"
-    if yaml_path.is_file():
-        mlflow.log_artifact(str(yaml_path), "data")
-    for extra in (cfg.dirs.raw / "manifest.json", cfg.dirs.clean / "report.json",
-                  cfg.root / "dvc.lock"):
-        if extra.is_file():
-            mlflow.log_artifact(str(extra), "data")
-    mlflow.set_tag("data.lineage", "logged")
+    _artifacts([cfg.dirs.clean / "report.json", cfg.dirs.clean / "dropped.csv"], "data")
+    mlflow.set_tag("logged.clean", "true")
 
 
-def log_validation(cfg: Config) -> None:
-    """The validate step's summary and result, if it ran."""
-    for name in ("summary.md", "result.json"):
-        path = cfg.dirs.validation / name
-        if path.is_file():
-            mlflow.log_artifact(str(path), "validation")
+def log_validation(cfg: Config, client: MlflowClient, run_id: str) -> None:
+    """The validate step's summary and result, if it ran (logged on failure too)."""
     result = _read_json(cfg.dirs.validation / "result.json")
+    if not result or not _once(client, run_id, "validate"):
+        return
+    _artifacts([cfg.dirs.validation / "summary.md", cfg.dirs.validation / "result.json"],
+               "validation")
     if "success" in result:
         mlflow.set_tag("validation.success", str(bool(result["success"])).lower())
+    mlflow.log_metrics(_finite({"validate/n_expectations": result.get("n_expectations"),
+                                "validate/n_failed": result.get("n_failed")}))
+    mlflow.set_tag("logged.validate", "true")
+
+
+def log_tokenize(cfg: Config, client: MlflowClient, run_id: str) -> None:
+    """Token report: rows per split, length percentiles, share truncated by max_length."""
+    report = _read_json(cfg.dirs.tokenized / "token_report.json")
+    if not report or not _once(client, run_id, "tokenize"):
+        return
+    values = {"tokenize/truncated_share": report.get("truncated_share")}
+    values.update({f"tokenize/{k}_tokens_{split}": v
+                   for split, stats in (report.get("tokens") or {}).items()
+                   if isinstance(stats, dict) for k, v in stats.items()})
+    mlflow.log_metrics(_finite(values))
+    _artifacts([cfg.dirs.tokenized / "token_report.json"], "tokenize")
+    mlflow.set_tag("logged.tokenize", "true")
+
+
+def log_dvc_lock(cfg: Config) -> None:
+    """dvc.lock's hashes of this dataset's outputs, only if the lock describes this data."""
+    hashes = dvc_lock_hashes(cfg)
+    if hashes:
+        mlflow.set_tags({k[:250]: v for k, v in hashes.items()})
+        _artifacts([cfg.root / "dvc.lock"], "data")
 
 
 def log_training(cfg: Config, client: MlflowClient, run_id: str) -> None:
     """curve.csv as step metrics `curve/<column>` and train_summary.json (once per run)."""
+    if not (cfg.dirs.model / "train_summary.json").is_file() or not _once(client, run_id, "train"):
+        return
     have = client.get_run(run_id).data.metrics
     curve_path = cfg.dirs.model / "curve.csv"
     curve = read_curve(curve_path)
@@ -291,9 +395,16 @@ def log_training(cfg: Config, client: MlflowClient, run_id: str) -> None:
 
 
 def log_context(cfg: Config, run_id: str) -> None:
-    """Everything the steps before evaluate left on disk: params, lineage, validation, training."""
+    """Backfill what earlier steps left on disk but did not log to this run (they were
+    skipped as unchanged), then dvc.lock's hashes: params, data, validation, training."""
     client = configure(cfg)
     log_params(cfg, client, run_id)
-    log_lineage(cfg, client, run_id)
-    log_validation(cfg)
-    log_training(cfg, client, run_id)
+    for log in (log_ingest, log_clean, log_validation, log_tokenize, log_training):
+        log(cfg, client, run_id)
+    log_dvc_lock(cfg)
+
+
+STEP_LOGGERS: dict[str, Callable[[Config, MlflowClient, str], None]] = {
+    "ingest": log_ingest, "clean": log_clean, "validate": log_validation,
+    "tokenize": log_tokenize, "train": log_training,
+}
