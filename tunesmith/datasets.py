@@ -78,9 +78,10 @@ def _infer_labels(root: Path, src: SourceConfig, text_col: str, label_col: str,
 
 
 def _register_for_dvc(root: Path, name: str, source: str) -> None:
-    """Add NAME and its source to params.yaml's `datasets:` (what dvc.yaml iterates over).
+    """Add NAME and its source to params.yaml's `datasets:` (what dvc.yaml iterates over),
+    and NAME's metrics and plots to dvc.yaml.
 
-    Edited as text so the file's comments and layout survive.
+    Edited as text so the files' comments and layout survive.
     """
     params = root / PARAMS_FILE
     text = params.read_text(encoding="utf-8")
@@ -100,6 +101,55 @@ def _register_for_dvc(root: Path, name: str, source: str) -> None:
         end += 1
     lines[idx:end] = block
     params.write_text("".join(lines), encoding="utf-8")
+    _add_dvc_metrics_and_plots(root, name)
+
+
+def dvc_entries(name: str, reports: str = "reports", models: str = "models") -> dict[str, str]:
+    """dvc.yaml's top-level `metrics:` item and `plots:` items for one dataset, as YAML text.
+
+    DVC cannot iterate over `datasets:` in these sections, so each dataset gets its own.
+    """
+    ev = f"{reports}/{name}/eval"
+    plots = [
+        (f"{ev}/confusion.csv", "confusion", "actual", "predicted", "confusion matrix (test)"),
+        (f"{ev}/roc.csv", "simple", "fpr", "tpr", "ROC (test)"),
+        (f"{ev}/pr.csv", "simple", "recall", "precision", "precision-recall (test)"),
+        (f"{models}/{name}/curve.csv", "linear", "step", "[loss, eval_loss]", "training curve"),
+    ]
+    return {
+        "metrics": f"  - {ev}/metrics.json\n",
+        "plots": "".join(
+            f"  - {path}:\n      template: {template}\n      x: {x}\n      y: {y}\n"
+            f"      title: {name} {title}\n"
+            for path, template, x, y, title in plots
+        ),
+    }
+
+
+def _add_dvc_metrics_and_plots(root: Path, name: str) -> None:
+    """Append NAME's entries to dvc.yaml's `metrics:` and `plots:` (as text, like params)."""
+    dvc_yaml = root / "dvc.yaml"
+    if not dvc_yaml.is_file():
+        return
+    paths = yaml.safe_load((root / PARAMS_FILE).read_text(encoding="utf-8")).get("paths") or {}
+    entries = dvc_entries(name, paths.get("reports", "reports"), paths.get("models", "models"))
+    text = dvc_yaml.read_text(encoding="utf-8")
+    for section, block in entries.items():
+        if block.splitlines()[0].split("- ", 1)[1].rstrip(":") in text:
+            continue  # already listed (a re-add with --force)
+        lines = text.splitlines(keepends=True)
+        idx = next((i for i, line in enumerate(lines) if line.rstrip() == f"{section}:"), None)
+        if idx is None:
+            text = text.rstrip("\n") + f"\n\n{section}:\n{block}"
+            continue
+        end = idx + 1
+        while end < len(lines) and (lines[end].startswith("  ") or not lines[end].strip()):
+            end += 1
+        while end > idx + 1 and not lines[end - 1].strip():
+            end -= 1  # keep the blank line that separates sections after our block
+        lines[end:end] = [block]
+        text = "".join(lines)
+    dvc_yaml.write_text(text, encoding="utf-8")
 
 
 def check(name: str, overrides: list[str], echo: Callable[[str], None] = print) -> bool:
