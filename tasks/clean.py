@@ -45,7 +45,7 @@ def load_rows(cfg: Config) -> pd.DataFrame:
 def clean(cfg: Config) -> CleanResult:
     """Clean `data/raw/NAME` into train/val/test parquet files plus a report of every drop."""
     if cfg.task == "image-classification":
-        raise DataError(f"{cfg.name}: image-classification cleaning is not available yet")
+        return _clean_images(cfg)
     frame = load_rows(cfg)
     source = cfg.source.path
     rows_in = len(frame)
@@ -94,6 +94,21 @@ def clean(cfg: Config) -> CleanResult:
     labels = frame["label"] if cfg.task != "causal-lm" else pd.Series("all", index=frame.index)
     assignment = stratified_split(labels, opts.split)
     report = _write_outputs(cfg, frame, assignment, drops, dropped_rows, conflicts, rows_in)
+    return CleanResult(rows_in, len(frame), {k: v["count"] for k, v in drops.items()},
+                       report["split_sizes"], cfg.dirs.clean)
+
+
+def _clean_images(cfg: Config) -> CleanResult:
+    """Images: drop broken/small/duplicate files (tunesmith.images.cleaning), RGB, split."""
+    from tunesmith.images.cleaning import drop_bad, write_outputs
+
+    frame = pd.read_parquet(cfg.dirs.raw / ROWS_FILE)
+    rows_in = len(frame)
+    frame["label"] = _map_labels(frame["label"], cfg, cfg.source.path)
+    frame, drops, dropped = drop_bad(frame, cfg.clean)
+    _require_rows(frame, cfg, drops, rows_in)
+    report = write_outputs(cfg, frame, stratified_split(frame["label"], cfg.clean.split),
+                           drops, dropped, rows_in)
     return CleanResult(rows_in, len(frame), {k: v["count"] for k, v in drops.items()},
                        report["split_sizes"], cfg.dirs.clean)
 

@@ -44,6 +44,8 @@ def ingest(cfg: Config) -> IngestResult:
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
+    if cfg.task == "image-classification":
+        return _ingest_images(cfg, staging)
     src_path = cfg.source.path
     if is_url(src_path):
         local = fetch(src_path, staging / ("source" + Path(src_path.split("?")[0]).suffix))
@@ -75,3 +77,20 @@ def ingest(cfg: Config) -> IngestResult:
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return IngestResult(rows=len(frame), digest=digest, raw_dir=out)
+
+
+def _ingest_images(cfg: Config, staging: Path) -> IngestResult:
+    """Images: copy each file by digest and record width/height/mode/decodable per row."""
+    from tunesmith.images.sources import ingest_images
+
+    try:
+        frame, fields = ingest_images(cfg, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # the previous raw copy stays as it was
+        raise
+    frame.to_parquet(staging / ROWS_FILE, index=False)
+    write_json(staging / MANIFEST, fields)
+    out = cfg.dirs.raw
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    return IngestResult(rows=len(frame), digest=fields["sha256"], raw_dir=out)

@@ -1,5 +1,8 @@
 """tokenize: the base model's fast tokenizer over each split, saved as HF datasets on disk.
 
+For image-classification the same step preprocesses instead: the model's image processor
+resizes and centre-crops every image (tunesmith/images/preprocess.py).
+
 Skipped when data digests, tokenizer files and max length match the previous run's.
 """
 
@@ -82,6 +85,8 @@ def tokenize(cfg: Config) -> TokenizeResult:
     """Tokenize the clean splits into `cfg.dirs.tokenized/{train,val,test}` + meta + report."""
     out = cfg.dirs.tokenized
     base = resolve_base(cfg.model.base, cfg.root)
+    if cfg.task == "image-classification":
+        return _preprocess_images(cfg, base, out)
     key = cache_key(cfg, base)
     meta_path = out / META
     if meta_path.is_file() and read_json(meta_path).get("cache_key") == key:
@@ -117,6 +122,16 @@ def tokenize(cfg: Config) -> TokenizeResult:
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return TokenizeResult(False, report["rows"], report["truncated_share"], out)
+
+
+def _preprocess_images(cfg: Config, base: str, out: Path) -> TokenizeResult:
+    """Images: the image processor's resize + centre crop, stored as uint8 (same step name)."""
+    from tunesmith.images.preprocess import preprocess
+
+    rows = preprocess(cfg, base, out)
+    if rows is None:
+        return TokenizeResult(True, read_json(out / TOKEN_REPORT)["rows"], 0.0, out)
+    return TokenizeResult(False, rows, 0.0, out)
 
 
 def _encode(frame: pd.DataFrame, cfg: Config, tokenizer) -> tuple[dict, np.ndarray]:

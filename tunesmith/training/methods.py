@@ -7,7 +7,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForImageClassification,
+    AutoModelForSequenceClassification,
+)
 
 from tunesmith.errors import EnvironmentProblem
 from tunesmith.training.layers import HEAD_NAMES, freeze_bottom, set_trainable
@@ -28,7 +33,11 @@ LORA_TARGETS: dict[str, list[str]] = {
     "llama": ["q_proj", "k_proj", "v_proj", "o_proj"],
     "mistral": ["q_proj", "k_proj", "v_proj", "o_proj"],
     "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "vit": ["q_proj", "k_proj", "v_proj"],
+    "deit": ["q_proj", "k_proj", "v_proj"],
 }
+# Image families without attention: LoRA has nothing to adapt there.
+NO_ATTENTION = frozenset({"resnet", "convnext", "convnextv2", "regnet", "mobilenet_v2"})
 
 
 def check_environment(opts: TrainOptions) -> None:
@@ -55,12 +64,16 @@ def lora_targets(model_type: str, configured: list[str]) -> list[str] | str:
 
 
 def _auto_cls(task: str):
+    if task == "image-classification":
+        return AutoModelForImageClassification
     return AutoModelForCausalLM if task == "causal-lm" else AutoModelForSequenceClassification
 
 
 def _model_kwargs(task: str, labels: list[str]) -> dict[str, Any]:
     # SDPA is the fused attention kernel in torch>=2; transformers falls back when unsupported.
-    kwargs: dict[str, Any] = {"attn_implementation": "sdpa"}
+    # CNNs (ResNet) have no attention and reject the argument; ViT picks SDPA by default.
+    kwargs: dict[str, Any] = (
+        {} if task == "image-classification" else {"attn_implementation": "sdpa"})
     if task != "causal-lm":
         kwargs.update(
             num_labels=len(labels),
@@ -74,6 +87,8 @@ def load_base(base: str, task: str, labels: list[str], opts: TrainOptions) -> nn
     """Pretrained weights (random for `scratch`), with a fresh head sized for `labels`."""
     cls = _auto_cls(task)
     kwargs = _model_kwargs(task, labels)
+    if task == "image-classification":
+        return _load_image_model(base, labels, opts, kwargs)
     if opts.method == "scratch":
         attn = kwargs.pop("attn_implementation")
         return cls.from_config(AutoConfig.from_pretrained(base, **kwargs), attn_implementation=attn)
@@ -89,6 +104,31 @@ def load_base(base: str, task: str, labels: list[str], opts: TrainOptions) -> nn
         kwargs["dtype"] = torch.bfloat16
     # A checkpoint trained with other labels has a differently shaped head: replace it.
     return cls.from_pretrained(base, ignore_mismatched_sizes=task != "causal-lm", **kwargs)
+
+
+def _load_image_model(base: str, labels: list[str], opts: TrainOptions,
+                      kwargs: dict[str, Any]) -> nn.Module:
+    """Pretrained body (random for `scratch`); a new Xavier head when the labels differ.
+
+    A checkpoint whose id2label already equals `labels` keeps its trained head (retraining
+    one of our own models); any other label set gets the recipe's fresh head.
+    """
+    from tunesmith.training.images import checkpoint_labels, init_head_xavier
+
+    if opts.method in ("qlora",):
+        raise EnvironmentProblem("train.method=qlora: not supported for image-classification; "
+                                 "use lora (attention models) or freeze/head_only")
+    same = checkpoint_labels(AutoConfig.from_pretrained(base)) == list(labels)
+    if opts.method == "scratch":
+        model = AutoModelForImageClassification.from_config(
+            AutoConfig.from_pretrained(base, **kwargs))
+    else:
+        model = AutoModelForImageClassification.from_pretrained(
+            base, ignore_mismatched_sizes=True, **kwargs)
+    if opts.method == "scratch" or not same:
+        names = init_head_xavier(model)
+        log.info("image head %s: Xavier-uniform weights, zero bias", names)
+    return model
 
 
 def apply_method(model: nn.Module, task: str, opts: TrainOptions) -> nn.Module:
@@ -128,8 +168,17 @@ def wrap_lora(model: nn.Module, task: str, opts: TrainOptions) -> nn.Module:
         )
     present = {name.split(".")[-1] for name, _ in model.named_modules()}
     head = [] if task == "causal-lm" else [h for h in HEAD_NAMES if h in present]
+    model_type = model.config.model_type
+    if (task == "image-classification" and model_type in NO_ATTENTION
+            and not opts.lora.target_modules):
+        raise EnvironmentProblem(
+            f"train.method=lora: {model_type} has no attention layers to adapt; use an attention "
+            "model (vit, deit, ...), set train.lora.target_modules, or train.method=freeze"
+        )
+    task_types = {"causal-lm": TaskType.CAUSAL_LM, "text-classification": TaskType.SEQ_CLS}
     config = LoraConfig(
-        task_type=TaskType.CAUSAL_LM if task == "causal-lm" else TaskType.SEQ_CLS,
+        # Images: a plain PeftModel (SEQ_CLS's forward expects input_ids, not pixel_values).
+        task_type=task_types.get(task),
         r=opts.lora.r,
         lora_alpha=opts.lora.alpha,
         lora_dropout=opts.lora.dropout,

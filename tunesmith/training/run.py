@@ -53,7 +53,7 @@ class TrainRequest:
     """Everything one run needs; `tasks/train.py` builds it from the Config."""
 
     base_model: str  # from_pretrained path or hub id (already resolved)
-    task: str  # "text-classification" | "causal-lm"
+    task: str  # "text-classification" | "causal-lm" | "image-classification"
     labels: list[str]
     tokenized_dir: Path  # holds train/ and val/ written with save_to_disk
     output_dir: Path  # gets model/, adapter/, train_summary.json, curve.csv
@@ -255,17 +255,21 @@ def train_model(req: TrainRequest) -> TrainSummary:
     started = time.perf_counter()
     set_seed(opts.seed)
 
-    train_ds = TokenizedDataset.load(req.tokenized_dir / "train")
-    val_ds = TokenizedDataset.load(req.tokenized_dir / "val")
-    tokenizer = AutoTokenizer.from_pretrained(req.base_model)
-    if tokenizer.pad_token is None:  # GPT-2 style vocabularies have no pad token
-        tokenizer.pad_token = tokenizer.eos_token
+    image = req.task == "image-classification"
+    if image:
+        train_ds, val_ds, tokenizer = _image_inputs(req)  # "tokenizer": the image processor
+    else:
+        train_ds = TokenizedDataset.load(req.tokenized_dir / "train")
+        val_ds = TokenizedDataset.load(req.tokenized_dir / "val")
+        tokenizer = AutoTokenizer.from_pretrained(req.base_model)
+        if tokenizer.pad_token is None:  # GPT-2 style vocabularies have no pad token
+            tokenizer.pad_token = tokenizer.eos_token
 
     source = str(model_dir(opts.warm_start)) if opts.warm_start else req.base_model
     model = load_base(source, req.task, req.labels, opts)
     if opts.warm_start and req.task != "causal-lm":
         copy_head_rows(model, req.labels, Path(source))
-    if getattr(model.config, "pad_token_id", None) is None:
+    if not image and getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     model = apply_method(model, req.task, opts)
     trainable, total = count_params(model)
@@ -285,6 +289,11 @@ def train_model(req: TrainRequest) -> TrainSummary:
     if req.task == "causal-lm":
         collator = causal_collator(tokenizer, opts.packing)
         compute_metrics, preprocess = None, None
+    elif image:
+        from tunesmith.training.images import image_collator
+
+        collator = image_collator
+        compute_metrics, preprocess = classification_metrics, argmax_logits
     else:
         collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
         compute_metrics, preprocess = classification_metrics, argmax_logits
@@ -364,6 +373,22 @@ def train_model(req: TrainRequest) -> TrainSummary:
         write_outputs(trainer, tokenizer, req, summary)
         shutil.rmtree(ckpt, ignore_errors=True)
     return summary
+
+
+def _image_inputs(req: TrainRequest):
+    """Train (augmented) and val image datasets, and the base model's image processor."""
+    from transformers import AutoImageProcessor
+
+    from tunesmith.training.data import read_meta
+    from tunesmith.training.images import ImageDataset
+
+    opts, meta = req.options, read_meta(req.tokenized_dir)
+    train_ds = ImageDataset.load(req.tokenized_dir / "train", meta, augment=opts.augment,
+                                 min_scale=opts.augment_min_scale)
+    val_ds = ImageDataset.load(req.tokenized_dir / "val", meta)
+    # Saved next to the model so evaluate, the registry and predict preprocess the same way.
+    processor = AutoImageProcessor.from_pretrained(req.base_model, backend="pil")
+    return train_ds, val_ds, processor
 
 
 def write_outputs(trainer: Trainer, tokenizer, req: TrainRequest, summary: TrainSummary) -> None:

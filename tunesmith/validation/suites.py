@@ -144,8 +144,15 @@ def causal_lm(cfg: Config, frames: dict[str, pd.DataFrame]) -> list[Batch]:
     return batches
 
 
-# Image classification (path column, decodable share, min width/height) gets its own builder.
+def image_classification(cfg: Config, frames: dict[str, pd.DataFrame]) -> list[Batch]:
+    """Decodable share, sizes, files, class balance, leaks: see tunesmith/images/suites.py."""
+    from tunesmith.images.suites import image_classification as build
+
+    return build(cfg, frames)
+
+
 BUILDERS: dict[str, Callable[[Config, dict[str, pd.DataFrame]], list[Batch]]] = {
     "text-classification": text_classification,
     "causal-lm": causal_lm,
+    "image-classification": image_classification,
 }
