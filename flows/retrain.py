@@ -10,6 +10,7 @@ dataset at a time, and artifacts a reviewer reads in the Prefect UI.
 from __future__ import annotations
 
 import importlib
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,6 +96,7 @@ def retrain(dataset: str, overrides: list[str] | None = None) -> RetrainSummary:
             logger.warning("another retrain of %s is running; skipping this one", dataset)
             summary.status = "skipped (locked)"
             return summary
+        _close_stale_run(cfg)
         for step in STEPS:
             state = make_step_task(step, cfg)(step, cfg, code, return_state=True)
             if state.name == "Cached":
@@ -116,12 +118,21 @@ def retrain(dataset: str, overrides: list[str] | None = None) -> RetrainSummary:
     return summary
 
 
-def _fail_run(cfg: Config) -> None:
+def _close_stale_run(cfg: Config) -> None:
+    """A run still RUNNING when a flow starts belongs to a pipeline that died (killed, power
+    loss) or stopped half way: this flow run is a new pipeline run, not part of that one."""
+    state = cfg.dirs.state / "mlflow_run.json"  # tracking.RUN_FILE, read here so that a
+    # no-op run (every step cached) does not pay for importing MLflow
+    if state.is_file() and json.loads(state.read_text(encoding="utf-8")).get("status") == "RUNNING":
+        _fail_run(cfg, "KILLED")
+
+
+def _fail_run(cfg: Config, status: str = "FAILED") -> None:
     """A stopped pipeline ends its MLflow run FAILED (e.g. a train timeout that killed the
     task outside the run's own error path), so the next pipeline run starts a fresh one."""
     from tunesmith import tracking
 
-    tracking.finish_run(cfg, "FAILED")
+    tracking.finish_run(cfg, status)
 
 
 def _publish(step: str, cfg: Config, result: Any) -> None:

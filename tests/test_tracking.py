@@ -123,3 +123,46 @@ def test_log_context_records_params_lineage_validation_and_curves(project) -> No
     assert paths == {"validation/summary.md", "validation/result.json"}
     data = {a.path for a in client.list_artifacts(run_id, "data")}
     assert {"data/toy.yaml", "data/manifest.json", "data/report.json"} <= data
+
+
+def test_run_step_logs_each_steps_outputs_and_a_stopped_pipeline_starts_fresh(project) -> None:
+    """What `tunesmith step` and the flow do: ingest and clean log their own outputs into
+    one run; validation failing ends it FAILED (its report logged); the next pipeline run is
+    a new run, and a run left RUNNING by a dead pipeline is closed when a flow starts."""
+    from flows.retrain import _close_stale_run
+    from tasks.clean import clean
+    from tasks.ingest import ingest
+    from tunesmith.errors import ValidationFailed
+
+    cfg = toy_config(project)
+    client = tracking.configure(cfg)
+    first = tracking.run_step(cfg, "ingest", ingest).digest
+    tracking.run_step(cfg, "clean", clean)
+    run_id = json.loads(tracking.run_file(cfg).read_text())["run_id"]
+    run = client.get_run(run_id)
+    assert run.info.status == "RUNNING"
+    assert run.data.tags["data.raw_sha256"] == first
+    assert run.data.metrics["data/raw_rows"] == 80 and run.data.metrics["clean/rows_out"] == 80
+    assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"toy-train", "toy-val",
+                                                                   "toy-test"}
+    assert run.data.params["train.lr"] == str(cfg.train.lr)  # logged when the run started
+
+    def failing_validate(cfg):
+        cfg.dirs.validation.mkdir(parents=True, exist_ok=True)
+        (cfg.dirs.validation / "result.json").write_text(json.dumps(
+            {"success": False, "n_expectations": 3, "n_failed": 1}))
+        raise ValidationFailed("expect_table_row_count_to_be_between failed")
+
+    with pytest.raises(ValidationFailed):
+        tracking.run_step(cfg, "validate", failing_validate)
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED" and run.data.tags["step.validate"] == "failed"
+    assert run.data.tags["validation.success"] == "false"
+    assert run.data.metrics["validate/n_failed"] == 1
+
+    tracking.run_step(cfg, "ingest", ingest)  # the next pipeline run
+    second = json.loads(tracking.run_file(cfg).read_text())["run_id"]
+    assert second != run_id and client.get_run(second).info.status == "RUNNING"
+    _close_stale_run(cfg)  # a flow starting now: that run's pipeline died
+    assert client.get_run(second).info.status == "KILLED"
+    assert tracking.current_run_id(cfg) is None

@@ -118,7 +118,7 @@ def active_run(cfg: Config, step: str = "") -> Iterator[str]:
     run_file(cfg).parent.mkdir(parents=True, exist_ok=True)
     run_file(cfg).write_text(
         json.dumps({"run_id": rid, "experiment_id": run.info.experiment_id,
-                    "tracking_uri": tracking_uri(cfg)}),
+                    "tracking_uri": tracking_uri(cfg), "status": "RUNNING"}),
         encoding="utf-8",
     )
     if run_id is None:
@@ -131,6 +131,7 @@ def active_run(cfg: Config, step: str = "") -> Iterator[str]:
         if step:
             client.set_tag(rid, f"step.{step}", "failed")
         _end(client, rid, "FAILED")
+        _note_status(cfg, "FAILED")
         raise
     if step:
         client.set_tag(rid, f"step.{step}", "done")
@@ -146,6 +147,12 @@ def _end(client: MlflowClient, run_id: str, status: str) -> None:
         mlflow.end_run(status=status)
     else:
         client.set_terminated(run_id, status=status)
+
+
+def _note_status(cfg: Config, status: str) -> None:
+    """Record the run's end in the state file too: the flow reads it without importing MLflow."""
+    saved = json.loads(run_file(cfg).read_text(encoding="utf-8"))
+    run_file(cfg).write_text(json.dumps({**saved, "status": status}), encoding="utf-8")
 
 
 def run_step(cfg: Config, step: str, func: Callable[[Config], T]) -> T:
@@ -173,6 +180,7 @@ def finish_run(cfg: Config, status: str = "FINISHED") -> str | None:
     if run_id is None:
         return None
     _end(configure(cfg), run_id, status)
+    _note_status(cfg, status)
     return run_id
 
 
