@@ -400,6 +400,7 @@ def log_training(cfg: Config, client: MlflowClient, run_id: str) -> None:
         }
         if scalars:
             mlflow.log_metrics(scalars)
+    mlflow.set_tag("logged.train", "true")
 
 
 def log_context(cfg: Config, run_id: str) -> None:
