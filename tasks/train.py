@@ -9,13 +9,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tunesmith.config import Config
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.models import resolve_base
-from tunesmith.training.data import read_meta
-from tunesmith.training.methods import check_environment
-from tunesmith.training.run import TrainRequest, TrainSummary, train_model
+
+if TYPE_CHECKING:
+    from tunesmith.training.run import TrainRequest
+
+# The training core (torch, transformers: ~10 s to import) is imported inside the functions:
+# the flow unpickles TrainResult on every cached run, which must not pay for it.
 
 
 @dataclass
@@ -32,6 +36,10 @@ class TrainResult:
 
 def build_request(cfg: Config) -> TrainRequest:
     """Config -> TrainRequest; one-line errors for a missing tokenize output or label drift."""
+    from tunesmith.training.data import read_meta
+    from tunesmith.training.methods import check_environment
+    from tunesmith.training.run import TrainRequest
+
     check_environment(cfg.train)  # e.g. QLoRA without CUDA: fail before touching anything
     tokenized = cfg.dirs.tokenized
     meta = read_meta(tokenized)
@@ -67,7 +75,9 @@ def _with_warm_start(cfg: Config, path: str):
 
 def train(cfg: Config) -> TrainResult:
     """Train per `cfg.train`; writes cfg.dirs.model/{model,adapter,train_summary.json,curve.csv}."""
-    summary: TrainSummary = train_model(build_request(cfg))
+    from tunesmith.training.run import train_model
+
+    summary = train_model(build_request(cfg))
     return TrainResult(
         model_dir=cfg.dirs.model / "model",
         method=summary.method,

@@ -10,7 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn import metrics as skm
+
+
+def _skm():
+    # sklearn takes seconds to import; the flow imports this module on every cached run.
+    from sklearn import metrics
+
+    return metrics
 
 
 def classification_metrics(
@@ -25,16 +31,16 @@ def classification_metrics(
     proba = np.asarray(proba, dtype=float)
     ids = list(range(len(labels)))
     y_pred = proba.argmax(axis=1)
-    p, r, f, support = skm.precision_recall_fscore_support(
+    p, r, f, support = _skm().precision_recall_fscore_support(
         y_true, y_pred, labels=ids, zero_division=0
     )
     out: dict[str, Any] = {
         "n": int(len(y_true)),
-        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "accuracy": float(_skm().accuracy_score(y_true, y_pred)),
         "precision_macro": float(p.mean()),
         "recall_macro": float(r.mean()),
         "f1_macro": float(f.mean()),
-        "mcc": float(skm.matthews_corrcoef(y_true, y_pred)) if len(y_true) else 0.0,
+        "mcc": float(_skm().matthews_corrcoef(y_true, y_pred)) if len(y_true) else 0.0,
         "roc_auc": _roc_auc(y_true, proba, ids),
         "pr_auc": _pr_auc(y_true, proba, ids),
         "ece": expected_calibration_error(y_true, proba, n_bins),
@@ -47,7 +53,7 @@ def classification_metrics(
             }
             for i, name in enumerate(labels)
         },
-        "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=ids).tolist(),
+        "confusion_matrix": _skm().confusion_matrix(y_true, y_pred, labels=ids).tolist(),
     }
     return out
 
@@ -55,21 +61,21 @@ def classification_metrics(
 def _roc_auc(y_true: np.ndarray, proba: np.ndarray, ids: list[int]) -> float | None:
     present = set(y_true.tolist())
     if len(ids) == 2:
-        return float(skm.roc_auc_score(y_true, proba[:, 1])) if len(present) == 2 else None
+        return float(_skm().roc_auc_score(y_true, proba[:, 1])) if len(present) == 2 else None
     if not set(ids) <= present:
         return None
-    return float(skm.roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=ids))
+    return float(_skm().roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=ids))
 
 
 def _pr_auc(y_true: np.ndarray, proba: np.ndarray, ids: list[int]) -> float | None:
     """Average precision (the step-wise PR-AUC sklearn recommends over trapezoids)."""
     present = set(y_true.tolist())
     if len(ids) == 2:
-        return float(skm.average_precision_score(y_true, proba[:, 1])) if 1 in present else None
+        return float(_skm().average_precision_score(y_true, proba[:, 1])) if 1 in present else None
     if not set(ids) <= present:
         return None
     onehot = np.eye(len(ids))[y_true]
-    return float(skm.average_precision_score(onehot, proba, average="macro"))
+    return float(_skm().average_precision_score(onehot, proba, average="macro"))
 
 
 def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, n_bins: int = 10) -> float:
@@ -102,8 +108,8 @@ def curve_points(
         truth = (np.asarray(y_true) == i).astype(int)
         if truth.min() == truth.max():
             continue  # a curve needs both positives and negatives
-        fpr, tpr, _ = skm.roc_curve(truth, proba[:, i])
-        prec, rec, _ = skm.precision_recall_curve(truth, proba[:, i])
+        fpr, tpr, _ = _skm().roc_curve(truth, proba[:, i])
+        prec, rec, _ = _skm().precision_recall_curve(truth, proba[:, i])
         roc += [
             {"class": labels[i], "fpr": float(a), "tpr": float(b)}
             for a, b in zip(fpr, tpr, strict=True)
