@@ -42,6 +42,8 @@ def evaluate(cfg: Config) -> EvaluateResult:
     """Run the evaluation of `cfg`'s trained model and write the report (see module doc)."""
     if cfg.task == "causal-lm":
         return evaluate_lm(cfg)
+    if cfg.task == "image-classification":
+        return evaluate_image(cfg)
     if cfg.task != "text-classification":
         raise EnvironmentProblem(f"evaluate: task {cfg.task!r} is not supported yet")
     from tunesmith import tracking
@@ -90,12 +92,12 @@ def evaluate(cfg: Config) -> EvaluateResult:
 # ------------------------------------------------------------------------------ inputs
 
 
-def read_split(cfg: Config, split: str) -> pd.DataFrame:
+def read_split(cfg: Config, split: str, column: str = "text") -> pd.DataFrame:
     path = cfg.dirs.clean / f"{split}.parquet"
     if not path.is_file():
         raise DataError(f"{path}: not found; run the clean step first")
     frame = pd.read_parquet(path)
-    missing = {"text", "label"} - set(frame.columns)
+    missing = {column, "label"} - set(frame.columns)
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
     if frame.empty:
@@ -190,7 +192,7 @@ def score_baseline(cfg: Config, texts: list[str], y_true: np.ndarray) -> dict[st
 
 
 def score_champion(
-    cfg: Config, texts: list[str], y_true: np.ndarray
+    cfg: Config, texts: list[str], y_true: np.ndarray, column: str = "text"
 ) -> tuple[int | None, dict[str, Any] | None]:
     """Re-score the registered champion on this test set: (version, metrics).
 
@@ -204,7 +206,7 @@ def score_champion(
         return None, None
     try:
         model = store.load_pyfunc(cfg, store.CHAMPION)
-        frame = model.predict(pd.DataFrame({"text": texts}))
+        frame = model.predict(pd.DataFrame({column: texts}))
         proba = frame[[f"prob_{label}" for label in cfg.labels]].to_numpy(dtype=float)
     except Exception as exc:  # noqa: BLE001 - any failure means "not comparable"
         # Logged, not raised: the gate then keeps this champion (see should_promote).
@@ -232,8 +234,8 @@ def _clean_json(value: Any) -> Any:
 
 def write_outputs(
     cfg: Config, out: Path, test: pd.DataFrame, y_true: np.ndarray, proba: np.ndarray,
-    report: dict[str, Any],
-) -> None:
+    report: dict[str, Any], column: str = "text",
+) -> pd.DataFrame:
     labels = cfg.labels
     y_pred = proba.argmax(1)
     (out / "metrics.json").write_text(json.dumps(_clean_json(report), indent=2), encoding="utf-8")
@@ -252,20 +254,22 @@ def write_outputs(
     curve = plots.read_curve(cfg.dirs.model / "curve.csv")
     if curve is not None:
         plots.training_curves_png(curve, out / "training_curves.png")
-    worst = misclassified(test, y_true, proba, labels, cfg.evaluate.n_misclassified)
+    worst = misclassified(test, y_true, proba, labels, cfg.evaluate.n_misclassified, column)
     worst.to_csv(out / "misclassified.csv", index=False)
     (out / "misclassified.md").write_text(misclassified_markdown(worst), encoding="utf-8")
+    return worst
 
 
 def misclassified(
-    test: pd.DataFrame, y_true: np.ndarray, proba: np.ndarray, labels: list[str], n: int
+    test: pd.DataFrame, y_true: np.ndarray, proba: np.ndarray, labels: list[str], n: int,
+    column: str = "text",
 ) -> pd.DataFrame:
-    """The `n` wrong predictions the model was most confident about."""
+    """The `n` wrong predictions the model was most confident about (`column` shown first)."""
     y_pred = proba.argmax(1)
     wrong = np.flatnonzero(y_pred != y_true)
     frame = pd.DataFrame(
         {
-            "text": test["text"].astype(str).to_numpy()[wrong],
+            column: test[column].astype(str).to_numpy()[wrong],
             "label": [labels[i] for i in y_true[wrong]],
             "predicted": [labels[i] for i in y_pred[wrong]],
             "confidence": proba[wrong, y_pred[wrong]],
@@ -279,9 +283,10 @@ def misclassified_markdown(frame: pd.DataFrame) -> str:
     lines = ["# Worst misclassified test examples", ""]
     if frame.empty:
         return "\n".join([*lines, "None: every test example was classified correctly.", ""])
-    lines += ["| text | label | predicted | confidence |", "| --- | --- | --- | --- |"]
+    column = str(frame.columns[0])  # "text", or "image" (a path) for image datasets
+    lines += [f"| {column} | label | predicted | confidence |", "| --- | --- | --- | --- |"]
     for row in frame.itertuples():
-        text = row.text.replace("|", "\\|").replace("\n", " ")[:200]
+        text = str(row[1]).replace("|", "\\|").replace("\n", " ")[:200]
         lines.append(f"| {text} | {row.label} | {row.predicted} | {row.confidence:.3f} |")
     return "\n".join(lines) + "\n"
 
@@ -302,6 +307,60 @@ def log_to_mlflow(cfg: Config, out: Path, report: dict[str, Any], warnings: list
     if warnings:
         mlflow.set_tag("eval.warnings", "; ".join(warnings)[:5000])
     mlflow.log_artifacts(str(out), "eval")
+
+
+# --------------------------------------------------------------------------- images
+
+
+def evaluate_image(cfg: Config) -> EvaluateResult:
+    """Images: the same metrics, baseline and champion rules as text, scored on image files
+    (decode + the saved image processor, as `predict` does), plus a misclassified grid."""
+    from tunesmith import tracking
+    from tunesmith.images import baseline as B
+    from tunesmith.images.grid import misclassified_grid
+    from tunesmith.images.scoring import latency as image_latency
+    from tunesmith.images.scoring import load_image_classifier
+    from tunesmith.images.scoring import predict_proba as image_proba
+
+    out = cfg.dirs.eval
+    out.mkdir(parents=True, exist_ok=True)
+    test, train = read_split(cfg, "test", "image"), read_split(cfg, "train", "image")
+    y_true = label_ids(cfg, test, "test")
+    paths = [cfg.dirs.clean / p for p in test["image"]]
+    model, processor = load_image_classifier(cfg.dirs.model / "model", cfg.labels)
+    proba = image_proba(model, processor, paths, cfg.evaluate.batch_size)
+    report: dict[str, Any] = M.classification_metrics(y_true, proba, cfg.labels)
+    report.update(image_latency(model, processor, paths, cfg.evaluate.latency_examples))
+    report.update(model_size(cfg.dirs.model / "model", model))
+    warnings: list[str] = []
+    baseline = None
+    if cfg.evaluate.baseline:
+        fitted = B.fit_baseline([cfg.dirs.clean / p for p in train["image"]],
+                                label_ids(cfg, train, "train"), seed=cfg.train.seed)
+        baseline = M.classification_metrics(
+            y_true, B.baseline_proba(fitted, paths, len(cfg.labels)), cfg.labels)
+        baseline.pop("confusion_matrix")
+        report["baseline"] = {"name": B.NAME, **baseline}
+        pm = cfg.register_.primary_metric
+        report["beats_baseline"] = bool(report.get(pm, 0) >= baseline.get(pm, 0))
+        if not report["beats_baseline"]:
+            warnings.append(f"red flag: fine-tuned {pm} {report[pm]:.4f} is below the {B.NAME} "
+                            f"baseline {baseline[pm]:.4f}")
+    with tracking.active_run(cfg, "evaluate") as run_id:
+        champion_version, champion = score_champion(cfg, [str(p) for p in paths], y_true, "image")
+        if champion_version is not None:
+            report["champion"] = {"version": champion_version, **(champion or {})}
+        worst = write_outputs(cfg, out, test, y_true, proba, report, column="image")
+        misclassified_grid(worst, cfg.dirs.clean, out / "misclassified_grid.png")
+        tracking.log_context(cfg, run_id)
+        log_to_mlflow(cfg, out, report, warnings)  # the grid goes with eval/ artifacts
+    return EvaluateResult(
+        metrics_path=out / "metrics.json", metrics=M.summary(report),
+        baseline=None if baseline is None else M.summary(baseline),
+        champion_version=champion_version,
+        champion=None if champion is None else M.summary(champion),
+        warnings=warnings, run_id=run_id,
+    )
 
 
 # ------------------------------------------------------------------------- causal LM

@@ -49,7 +49,8 @@ def gate_of(cfg: Config) -> tuple[Gate, list[str]]:
         for metric in sorted(CLASSIFICATION_ONLY & set(thresholds)):
             thresholds.pop(metric)
             skipped.append(f"skip threshold {metric}: not a causal-lm metric")
-    return Gate(thresholds, r.margin, r.primary_metric, r.require_beat_baseline), skipped
+    name = "pixels+histogram LR" if cfg.task == "image-classification" else "TF-IDF+LR"
+    return Gate(thresholds, r.margin, r.primary_metric, r.require_beat_baseline, name), skipped
 
 
 def decide(cfg: Config, report: dict[str, Any], current_champion: int | None) -> Decision:
@@ -75,8 +76,10 @@ def sample_texts(cfg: Config, n: int = 4) -> list[str]:
     import pandas as pd
 
     path = cfg.dirs.clean / "test.parquet"
-    column = "prompt" if cfg.task == "causal-lm" else "text"
+    column = {"causal-lm": "prompt", "image-classification": "image"}.get(cfg.task, "text")
     texts = pd.read_parquet(path)[column].astype(str).head(n).tolist() if path.is_file() else []
+    if cfg.task == "image-classification":  # paths inside the clean split -> absolute
+        return [str(cfg.dirs.clean / p) for p in texts]
     return texts or ["an example text to classify"]
 
 
@@ -102,6 +105,9 @@ def register(cfg: Config) -> RegisterResult:
         if cfg.task == "causal-lm":
             info = store.log_generator(cfg, model_dir)
             store.smoke_test(info.model_uri, sample_texts(cfg, 2), expect=("response",))
+        elif cfg.task == "image-classification":
+            info = store.log_image_classifier(cfg, model_dir, cfg.labels)
+            store.smoke_test(info.model_uri, sample_texts(cfg), column="image")
         else:
             info = store.log_classifier(cfg, model_dir, cfg.labels)
             store.smoke_test(info.model_uri, sample_texts(cfg))

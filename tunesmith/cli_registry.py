@@ -55,6 +55,20 @@ def read_texts(path: Path, columns: list[str]) -> tuple[Any, str]:
     )
 
 
+def image_files(paths: list[str], table: Path | None) -> list[str]:
+    """Absolute paths of existing files; a table's relative paths are relative to the table."""
+    out = []
+    for i, value in enumerate(paths):
+        path = Path(value)
+        if not path.is_absolute() and table is not None:
+            path = table.parent / path
+        if not path.is_file():
+            where = f"{table}: row {i + 1}: " if table is not None else ""
+            raise DataError(f"{where}image file not found: {path}")
+        out.append(str(path.resolve()))
+    return out
+
+
 def write_predictions(frame: Any, path: Path | None) -> None:
     """To `path` by its extension (csv/tsv/jsonl/parquet), or as CSV on stdout."""
     if path is None:
@@ -73,19 +87,21 @@ def write_predictions(frame: Any, path: Path | None) -> None:
 @registry_app.command()
 def predict(
     dataset: DatasetOpt,
-    texts: Annotated[list[str] | None, typer.Argument(help="Texts to classify")] = None,
+    texts: Annotated[list[str] | None, typer.Argument(
+        help="Texts to classify (image paths for an image dataset)")] = None,
     alias: Annotated[str, typer.Option(help="Registry alias to load")] = "champion",
     input: Annotated[
         Path | None, typer.Option("--input", "-i", help="CSV/TSV/JSONL/parquet file of texts")
     ] = None,
-    text_col: Annotated[str | None, typer.Option(help="Text column of --input")] = None,
+    text_col: Annotated[str | None, typer.Option(
+        help="Text column of --input (image path column for an image dataset)")] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write predictions here (by extension)")
     ] = None,
     set_: SetOpt = None,
 ) -> None:
-    """Classify texts with `models:/DATASET@ALIAS` (offline); adds `label` and `score`
-    (a causal-LM dataset's model adds `response` instead)."""
+    """Classify texts (or image files) with `models:/DATASET@ALIAS` (offline); adds `label`
+    and `score` (a causal-LM dataset's model adds `response` instead)."""
     import pandas as pd
 
     from tunesmith.config import load_config
@@ -94,7 +110,11 @@ def predict(
     if bool(texts) == bool(input):
         raise typer.BadParameter("give either TEXT arguments or --input FILE (one of them)")
     cfg = load_config(dataset, overrides=set_ or [])
-    if input is not None:
+    image = cfg.task == "image-classification"
+    if input is not None and image:
+        columns = [text_col] if text_col else [c for c in (cfg.columns.image, "image", "path") if c]
+        frame, column = read_texts(input, columns)
+    elif input is not None:
         # An explicit --text-col, else the dataset's own text column (so an export of the
         # source works as is), else "text".
         own = cfg.columns.prompt if cfg.task == "causal-lm" else cfg.columns.text
@@ -102,9 +122,15 @@ def predict(
         frame, column = read_texts(input, columns)
     else:
         frame, column = pd.DataFrame({"text": texts}), "text"
+    if image:
+        column = "image" if input is None else column
+        frame = frame.rename(columns={"text": "image"}) if input is None else frame
+        inputs = image_files(frame[column].astype(str).tolist(), input)
+    else:
+        inputs = frame[column].astype(str).tolist()
     model = store.load_pyfunc(cfg, alias)
-    key = "prompt" if cfg.task == "causal-lm" else "text"
-    scored = model.predict(pd.DataFrame({key: frame[column].astype(str).tolist()}))
+    key = {"causal-lm": "prompt", "image-classification": "image"}.get(cfg.task, "text")
+    scored = model.predict(pd.DataFrame({key: inputs}))
     # Classifiers answer label + score (+ prob_* columns, left out here); LMs a response.
     added = [c for c in scored.columns if not c.startswith("prob_")]
     result = frame.reset_index(drop=True).assign(

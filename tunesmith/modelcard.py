@@ -77,18 +77,21 @@ def render(
         if key in report:
             lines.append(f"| {key} | {_fmt(report[key])} | | |")
     lines += ["", decision.markdown("Gate decision").replace("# ", "## ", 1).rstrip(), ""]
+    image = cfg.task == "image-classification"
     lines += [
         "## Intended use",
         "",
-        f"Classifying short texts like those in `{cfg.source.path}` into "
+        f"Classifying {'images' if image else 'short texts'} like those in "
+        f"`{cfg.source.path}` into "
         f"{', '.join(cfg.labels) or 'the dataset labels'}; served with "
         f"`tunesmith predict --dataset {cfg.name}`.",
         "",
         "## Limitations",
         "",
-        "- Only as good as its training data: texts unlike the training distribution "
-        "(other domains, languages, lengths) are classified with unknown quality.",
-        f"- Inputs are truncated to {cfg.tokenize.max_length} tokens.",
+        "- Only as good as its training data: inputs unlike the training distribution "
+        "(other domains, languages, lengths, cameras) are classified with unknown quality.",
+        "- Images are resized and centre-cropped by the model's image processor."
+        if image else f"- Inputs are truncated to {cfg.tokenize.max_length} tokens.",
         "- Scores are softmax outputs; check `ece` above before reading them as probabilities.",
         "- Metrics come from one test split; small splits give wide error bars.",
         "",

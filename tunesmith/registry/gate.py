@@ -24,6 +24,7 @@ class Gate:
     margin: float = 0.0
     primary_metric: str = "f1_macro"
     require_beat_baseline: bool = True
+    baseline_name: str = "TF-IDF+LR"  # images: "pixels+histogram LR"
 
 
 @dataclass(frozen=True)
@@ -85,11 +86,11 @@ def should_promote(
     elif baseline is None or baseline.get(pm) is None:
         reasons.append(f"skip baseline: no classical baseline {pm} for this run")
     elif better(pm, cand, baseline[pm]):
-        reasons.append(f"pass baseline: {pm} {cand:.4f} vs TF-IDF+LR {baseline[pm]:.4f}")
+        reasons.append(f"pass baseline: {pm} {cand:.4f} vs {gate.baseline_name} {baseline[pm]:.4f}")
     else:
         ok = False
         reasons.append(
-            f"FAIL baseline: {pm} {cand:.4f} is worse than TF-IDF+LR {baseline[pm]:.4f} "
+            f"FAIL baseline: {pm} {cand:.4f} is worse than {gate.baseline_name} {baseline[pm]:.4f} "
             "(red flag: check the data and the training run)"
         )
 

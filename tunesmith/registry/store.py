@@ -22,6 +22,7 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 MODEL_CODE = Path(__file__).with_name("hf_classifier.py")
 GENERATOR_CODE = Path(__file__).with_name("hf_generator.py")
+IMAGE_CODE = Path(__file__).with_name("hf_image_classifier.py")
 
 
 def model_uri(name: str, alias: str) -> str:
@@ -105,6 +106,29 @@ def log_generator(cfg: Config, model_dir: Path, max_new_tokens: int = 64) -> Any
     )
 
 
+def log_image_classifier(cfg: Config, model_dir: Path, labels: list[str]) -> Any:
+    """Log `model_dir` (model + image processor) as a pyfunc: image paths in, labels out."""
+    import PIL
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("string", "image")]),
+        outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]
+                       + [ColSpec("double", f"prob_{label}") for label in labels]),
+    )
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(IMAGE_CODE),
+        artifacts={"model": str(model_dir)},
+        model_config={"batch_size": cfg.evaluate.batch_size},
+        signature=signature,
+        # No input example: it would have to be an image file that exists wherever the
+        # model is loaded; register's smoke test predicts real test images instead.
+        pip_requirements=[*_pins(), f"pillow=={PIL.__version__}"],
+    )
+
+
 def model_dir_for(cfg: Config, alias: str) -> Path | None:
     """Download `models:/NAME@alias` and return its transformers directory (None: no alias)."""
     configure(cfg)
@@ -114,7 +138,8 @@ def model_dir_for(cfg: Config, alias: str) -> Path | None:
     return local / "artifacts" / "model"
 
 
-def smoke_test(uri: str, texts: list[str], expect: tuple[str, ...] = ("label", "score")) -> None:
+def smoke_test(uri: str, texts: list[str], expect: tuple[str, ...] = ("label", "score"),
+               column: str | None = None) -> None:
     """Load the logged model the way `predict` will and classify `texts`, or raise.
 
     MLflow's own check of the input example only warns on failure, and a version that
@@ -123,7 +148,7 @@ def smoke_test(uri: str, texts: list[str], expect: tuple[str, ...] = ("label", "
     import pandas as pd
 
     try:
-        column = "prompt" if expect == ("response",) else "text"
+        column = column or ("prompt" if expect == ("response",) else "text")
         out = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({column: texts}))
     except Exception as exc:  # noqa: BLE001 - whatever breaks, the model is unusable
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
