@@ -68,3 +68,14 @@ def test_train_throughput_rows_are_disjoint():
     assert len(train) == 64 and len(val) == bench.N_VAL
     assert not set(train.index) & set(val.index)
     assert set(train["label"].astype(int)) <= {0, 1}
+
+
+def test_pipeline_overhead_splits_the_run_by_step():
+    from datetime import datetime
+
+    bench = load("pipeline_overhead")
+    log = ("10:00:05.000 | INFO | Flow run 'x' - Beginning flow run 'x' for flow 'retrain'\n"
+           "10:00:06.500 | INFO | Task run 'ingest-sst' - Finished in state Completed()\n"
+           "10:02:06.500 | INFO | Task run 'train-sst' - Finished in state Completed()\n")
+    steps = bench.step_seconds(log, datetime(2026, 1, 1, 10, 0, 0), datetime(2026, 1, 1, 10, 2, 9))
+    assert steps == {"startup": 5.0, "ingest": 1.5, "train": 120.0, "shutdown": 2.5}

@@ -1,0 +1,174 @@
+"""Pipeline overhead: `tunesmith run` on a dataset vs the bare training function alone.
+
+    python bench/pipeline_overhead.py [--rows 1600] [--repeats 3] [--quick]
+
+A temp project with one dataset: a seeded sample of SST-2 train.tsv (`--rows` rows; 80% of
+them are the train split), offline all-MiniLM-L6-v2, `train.method=full`, one epoch. Each
+repeat, in a fresh project:
+  tunesmith  `tunesmith run --dataset sst` as a subprocess, timed whole: Python start,
+             the Prefect ephemeral API, ingest, clean, validate (GX), tokenize, train,
+             evaluate (TF-IDF baseline, latency, plots, MLflow model logging), register.
+  bare       then, on the tokenized data that run produced, a subprocess calling only
+             `train_model(build_request(cfg))` (what `tasks.train.train` does), timed
+             around the call (`bare fn`) and as a whole process (`bare process`).
+Overhead = tunesmith wall - bare fn wall, in seconds and as a share of the tunesmith wall.
+Target (issue 6): under 10% when training takes at least 2 minutes. The run log's task
+timestamps split the overhead by step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2"))
+NAME = "sst"
+STEPS = ("ingest", "clean", "validate", "tokenize", "train", "evaluate", "register")
+
+BARE = """
+import json, sys, time
+t0 = time.perf_counter()
+from tasks.train import build_request
+from tunesmith.config import load_config
+from tunesmith.training.run import train_model
+cfg = load_config("sst", overrides=["paths.models=bare_models", "paths.state=.bare_state"])
+t1 = time.perf_counter()
+summary = train_model(build_request(cfg))
+t2 = time.perf_counter()
+print(json.dumps({"import_s": t1 - t0, "fn_s": t2 - t1, "steps": summary.steps}))
+"""
+
+
+def make_project(root: Path, rows: int, quick: bool) -> None:
+    import pandas as pd
+
+    (root / "datasets").mkdir(parents=True)
+    (root / "data").mkdir()
+    if (SST2 / "train.tsv").is_file() and not quick:
+        df = pd.read_csv(SST2 / "train.tsv", sep="\t", quoting=3, dtype={"sentence": str})
+        df = df.rename(columns={"sentence": "text"}).sample(rows, random_state=0)
+    else:  # smoke runs without the shared data
+        words = ["a good film", "a bad film", "quite dull", "really moving and warm"]
+        df = pd.DataFrame({"text": [f"{words[i % 4]} {i}" for i in range(rows)],
+                           "label": [int(i % 4 in (0, 3)) for i in range(rows)]})
+    df[["text", "label"]].to_csv(root / "data" / "sst.csv", index=False)
+    params = (REPO / "params.yaml").read_text()
+    params = re.sub(r"datasets:\n(  .*\n)+", "datasets:\n  sst: {source: data/sst.csv}\n", params)
+    (root / "params.yaml").write_text(params)
+    (root / "datasets" / "sst.yaml").write_text(
+        "source: {path: data/sst.csv}\ncolumns: {text: text, label: label}\n"
+        "labels: [negative, positive]\nlabel_map: {0: negative, 1: positive}\n"
+        "train: {method: full, epochs: 1, lr: 5.0e-5, batch_size: 32}\n"
+        "register: {thresholds: {f1_macro: 0.0}, require_beat_baseline: false}\n"
+        + ("model: {base: " + str(root / "tiny") + "}\n" if quick else ""),
+        encoding="utf-8")
+    if quick:
+        from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+        from tunesmith.models import resolve_base
+
+        tok = AutoTokenizer.from_pretrained(resolve_base("all-MiniLM-L6-v2"))
+        tok.save_pretrained(root / "tiny")
+        BertForSequenceClassification(BertConfig(
+            vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2,
+            num_attention_heads=2, intermediate_size=64, num_labels=2,
+        )).save_pretrained(root / "tiny")
+
+
+def env_for(root: Path) -> dict[str, str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "TUNESMITH_ROOT": str(root), "PREFECT_HOME": str(root / ".prefect")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def step_seconds(log: str, started: datetime, ended: datetime) -> dict[str, float]:
+    """Seconds per phase from the flow log's timestamps: start-up (Python, imports, the
+    ephemeral Prefect API) until the flow begins, each step, and shutdown after the last."""
+    begin = re.search(r"^(\d\d:\d\d:\d\d\.\d+) .*Beginning flow run", log, re.M)
+    if begin is None:
+        return {}
+
+    def at(stamp: str) -> datetime:
+        return datetime.combine(started.date(), datetime.strptime(stamp, "%H:%M:%S.%f").time())
+
+    prev = at(begin.group(1))
+    out = {"startup": round((prev - started).total_seconds(), 1)}
+    for stamp, step in re.findall(r"^(\d\d:\d\d:\d\d\.\d+) .*Task run '(\w+)-sst' - Finished",
+                                  log, re.M):
+        now = at(stamp)
+        out[step] = round((now - prev).total_seconds(), 1)
+        prev = now
+    out["shutdown"] = round((ended - prev).total_seconds(), 1)
+    return out
+
+
+def one_repeat(rows: int, quick: bool) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
+        root = Path(tmp)
+        make_project(root, rows, quick)
+        env = env_for(root)
+        t0, started = time.perf_counter(), datetime.now()
+        run = subprocess.run(["tunesmith", "run", "--dataset", NAME], cwd=root, env=env,
+                             capture_output=True, text=True)
+        run_wall, ended = time.perf_counter() - t0, datetime.now()
+        if run.returncode != 0:
+            raise SystemExit(f"tunesmith run failed:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
+        log = run.stdout + run.stderr
+        trained = json.loads((root / "models" / NAME / "train_summary.json").read_text())
+        t0 = time.perf_counter()
+        bare = subprocess.run([sys.executable, "-c", BARE], cwd=root, env=env,
+                              capture_output=True, text=True)
+        bare_process = time.perf_counter() - t0
+        if bare.returncode != 0:
+            raise SystemExit(f"bare training failed:\n{bare.stderr[-2000:]}")
+        timing = json.loads(bare.stdout.strip().splitlines()[-1])
+        return {"run_wall_s": run_wall, "bare_fn_s": timing["fn_s"],
+                "bare_process_s": bare_process, "bare_import_s": timing["import_s"],
+                "train_step_s": trained.get("wall_time_s"), "steps": step_seconds(log, started, ended)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1600, help="SST-2 rows in the dataset")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="tiny model, 200 rows, one repeat")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.rows, args.repeats = 200, 1
+    results = []
+    for i in range(args.repeats):
+        r = one_repeat(args.rows, args.quick)
+        results.append(r)
+        over = r["run_wall_s"] - r["bare_fn_s"]
+        print(f"repeat {i + 1}: tunesmith run {r['run_wall_s']:.1f}s | bare fn {r['bare_fn_s']:.1f}s"
+              f" (process {r['bare_process_s']:.1f}s) | overhead {over:.1f}s"
+              f" ({over / r['run_wall_s']:.1%}) | steps {r['steps']}", flush=True)
+    run_med = statistics.median(r["run_wall_s"] for r in results)
+    bare_med = statistics.median(r["bare_fn_s"] for r in results)
+    over = run_med - bare_med
+    print(f"\nmedians over {len(results)}: tunesmith run {run_med:.1f}s, bare training fn "
+          f"{bare_med:.1f}s, bare process {statistics.median(r['bare_process_s'] for r in results):.1f}s;"
+          f" overhead {over:.1f}s = {over / run_med:.1%} of the run "
+          f"(target < 10% with >= 120 s training: {'met' if over / run_med < 0.10 else 'MISSED'})")
+    for step in ("startup", *STEPS, "shutdown"):
+        vals = [r["steps"].get(step) for r in results if r["steps"].get(step) is not None]
+        if vals:
+            print(f"  {step:9} median {statistics.median(vals):6.1f}s (from the flow log)")
+    print(f"load avg {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
