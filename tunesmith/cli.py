@@ -30,6 +30,9 @@ def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads unless a hub id is named
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Every step opens the pipeline's MLflow run; its INFO lines (system-metrics thread
+    # start/stop, DB setup: 4+ per step) would bury the one-line error contract.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     try:
         # With standalone_mode off, click returns typer.Exit's code instead of exiting.
         code = app(standalone_mode=False)

@@ -1,0 +1,219 @@
+"""DVC parity and experiments in a temporary git repository, with real DVC, MLflow, Prefect.
+
+- `dvc repro` and `tunesmith run` on the same data and params give the same metrics.json,
+  and each makes one MLflow run that every step wrote to;
+- `dvc exp run -S train.lr=...` re-runs only train/evaluate/register, and `dvc exp show`,
+  `dvc metrics diff`, `dvc plots diff` show the comparison;
+- appending rows to the source is a new data version: all stages re-run, a new model
+  version is registered, and each version records the data it came from;
+- `dvc push` / `dvc pull` work against the default local remote.
+
+Slow (a full pipeline per scenario, each stage its own process): run with `-m slow`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, make_rows, write_csv
+
+STEPS = ("ingest", "clean", "validate", "tokenize", "train", "evaluate", "register")
+NOT_QUALITY = re.compile(r"^(latency_|model_size_mb$)")  # timings and on-disk size vary
+
+# No train.lr here: `dvc exp run -S train.lr=...` edits params.yaml, which a dataset YAML
+# overrides (see the README's note on -S).
+TOY_YAML = """source: {{path: data/toy.csv}}
+columns: {{text: text, label: label}}
+labels: [neg, pos]
+validate: {{min_rows: 10, min_class_share: 0.2, max_label_drift: 0.3}}
+model: {{base: {base}}}
+tokenize: {{max_length: 32}}
+evaluate: {{latency_examples: 2}}
+register: {{require_beat_baseline: false}}
+"""
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING": "false"}
+    for key in ("TUNESMITH_ROOT", "MLFLOW_TRACKING_URI", "PREFECT_API_URL"):
+        env.pop(key, None)
+    return env
+
+
+def _sh(args: list[str], cwd: Path) -> str:
+    done = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{args} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout + done.stderr
+
+
+def _ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([\w@-]+)'", output))
+
+
+def make_repo(repo: Path, tiny_bert: Path) -> Path:
+    """The project's dvc.yaml, params.yaml, .dvc/config and code, with one tiny dataset."""
+    (repo / "datasets").mkdir(parents=True)
+    (repo / "data").mkdir()
+    for name in ("params.yaml", ".gitignore"):
+        shutil.copy(REPO / name, repo / name)
+    # The top-level metrics/plots entries name the bundled dataset; point them at `toy`.
+    (repo / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text().replace("sms_spam", "toy"))
+    for code_dir in ("tasks", "tunesmith"):  # dvc.yaml's code deps
+        shutil.copytree(REPO / code_dir, repo / code_dir,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    params = (repo / "params.yaml").read_text()
+    params = re.sub(r"datasets:\n(  .*\n)+", "datasets:\n  toy: {source: data/toy.csv}\n", params)
+    # Shrunk training through params.yaml itself, the file `dvc exp run -S` edits.
+    params = (params.replace("  epochs: 3\n", "  epochs: 4\n")
+              .replace("  lr: 5.0e-5\n", "  lr: 5.0e-3\n")
+              .replace("  batch_size: 32\n", "  batch_size: 8\n"))
+    assert "  epochs: 4\n" in params and "  lr: 5.0e-3\n" in params
+    (repo / "params.yaml").write_text(params)
+    write_csv(repo / "data" / "toy.csv", make_rows(60))
+    (repo / "datasets" / "toy.yaml").write_text(TOY_YAML.format(base=tiny_bert))
+    _sh(["git", "init", "-q"], repo)
+    _sh(["dvc", "init", "-q"], repo)
+    shutil.copy(REPO / ".dvc" / "config", repo / ".dvc" / "config")  # the project's remote
+    _sh(["git", "add", "-A"], repo)
+    _sh(["git", "commit", "-qm", "init"], repo)
+    return repo
+
+
+def quality(path: Path) -> dict:
+    """metrics.json flattened ("baseline.per_class.neg.f1"), without the fields that measure
+    time or disk rather than the model."""
+    def flat(tree, prefix=""):
+        if isinstance(tree, dict):
+            items = tree.items()
+        elif isinstance(tree, list):
+            items = enumerate(tree)
+        else:
+            return {prefix.rstrip("."): tree}
+        return {k: v for key, sub in items for k, v in flat(sub, f"{prefix}{key}.").items()}
+
+    return {k: v for k, v in flat(json.loads(path.read_text())).items() if not NOT_QUALITY.match(k)}
+
+
+def mlflow_client(repo: Path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{repo / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def pipeline_runs(repo: Path) -> list:
+    client = mlflow_client(repo)
+    exp = client.get_experiment_by_name("toy")
+    return client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def assert_one_full_run(repo: Path) -> None:
+    """One FINISHED run that every step wrote to, with data inputs and a registered model."""
+    runs = pipeline_runs(repo)
+    assert len(runs) == 1, [r.info.status for r in runs]
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert {f"step.{s}": "done" for s in STEPS}.items() <= run.data.tags.items()
+    for key in ("data/raw_rows", "clean/rows_out", "validate/n_failed",
+                "tokenize/truncated_share", "train/wall_time_s", "test/f1_macro"):
+        assert key in run.data.metrics, key
+    assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"toy-train", "toy-val",
+                                                                   "toy-test"}
+    assert run.data.tags["registered.version"] == "1"
+
+
+@pytest.mark.slow
+def test_dvc_repro_and_tunesmith_run_give_the_same_model(tmp_path: Path, tiny_bert: Path):
+    via_dvc = make_repo(tmp_path / "dvc", tiny_bert)
+    via_cli = make_repo(tmp_path / "cli", tiny_bert)
+
+    assert _ran(_sh(["dvc", "repro"], via_dvc)) == {f"{s}@toy" for s in STEPS}
+    out = _sh(["tunesmith", "run", "--dataset", "toy"], via_cli)
+    assert "toy: completed; ran ingest, clean, validate, tokenize, train, evaluate, register" in out
+
+    metrics = "reports/toy/eval/metrics.json"
+    dvc_metrics, cli_metrics = quality(via_dvc / metrics), quality(via_cli / metrics)
+    assert dvc_metrics == pytest.approx(cli_metrics, abs=1e-6)
+    # Probabilities, not just labels, must agree: a 6-row test split has few distinct labels.
+    assert {"f1_macro", "roc_auc", "ece", "baseline.f1_macro"} <= set(dvc_metrics)
+    for same in ("data/clean/toy/report.json", "data/tokenized/toy/meta.json",
+                 "reports/toy/eval/confusion.csv", "reports/toy/eval/roc.csv"):
+        assert (via_dvc / same).read_bytes() == (via_cli / same).read_bytes(), same
+    assert_one_full_run(via_dvc)
+    assert_one_full_run(via_cli)
+
+
+def _version_data(repo: Path, version: int) -> dict[str, str]:
+    tags = mlflow_client(repo).get_model_version("toy", str(version)).tags
+    return {k: v for k, v in tags.items() if k.startswith(("data.", "dvc."))}
+
+
+def _run_inputs(repo: Path, version: int) -> dict[str, str]:
+    client = mlflow_client(repo)
+    run_id = client.get_model_version("toy", str(version)).run_id
+    return {d.dataset.name.removeprefix("toy-"): d.dataset.digest
+            for d in client.get_run(run_id).inputs.dataset_inputs}
+
+
+@pytest.mark.slow
+def test_experiments_new_data_and_the_local_remote(tmp_path: Path, tiny_bert: Path):
+    repo = make_repo(tmp_path / "repo", tiny_bert)
+    _sh(["dvc", "repro"], repo)
+    _sh(["git", "add", "-A"], repo)
+    _sh(["git", "commit", "-qm", "baseline"], repo)
+
+    # An experiment on one param re-runs only what depends on it.
+    out = _sh(["dvc", "exp", "run", "-n", "low-lr", "-S", "train.lr=0.0001"], repo)
+    assert _ran(out) == {"train@toy", "evaluate@toy", "register@toy"}
+    show = _sh(["dvc", "exp", "show", "--csv"], repo)
+    header, *rows = list(csv.reader(show.strip().splitlines()))
+    assert "train.lr" in header and "f1_macro" in header
+    low = next(r for r in rows if r[header.index("Experiment")] == "low-lr")
+    assert float(low[header.index("train.lr")]) == 0.0001
+    diff = json.loads(_sh(["dvc", "metrics", "diff", "--json"], repo))
+    changed = diff["reports/toy/eval/metrics.json"]
+    assert {"ece", "roc_auc"} & set(changed)  # continuous scores move with a 50x lower lr
+    plots = json.loads(_sh(["dvc", "plots", "diff", "HEAD", "--json"], repo))
+    roc = plots["data"]["reports/toy/eval/roc.csv"][0]
+    assert set(roc["revisions"]) == {"HEAD", "workspace"}
+    assert {"models/toy/curve.csv", "reports/toy/eval/confusion.csv"} <= set(plots["data"])
+
+    # New rows are a new data version: everything re-runs and a new version is registered.
+    with (repo / "data" / "toy.csv").open("a", newline="") as fh:
+        csv.writer(fh).writerows(make_rows(90, seed=7)[60:])
+    assert _ran(_sh(["dvc", "repro"], repo)) == {f"{s}@toy" for s in STEPS}
+    v1, v2, v3 = (_version_data(repo, v) for v in (1, 2, 3))
+    assert v1 == v2  # the experiment changed lr, not data
+    new_sha = hashlib.sha256((repo / "data" / "toy.csv").read_bytes()).hexdigest()
+    assert v3["data.raw_sha256"] == new_sha != v1["data.raw_sha256"]
+    assert v3["dvc.ingest.data/raw/toy"] != v1["dvc.ingest.data/raw/toy"]
+    for split in ("train", "val", "test"):
+        assert v3[f"data.{split}.digest"] != v1[f"data.{split}.digest"]
+    for version, tags in ((1, v1), (3, v3)):  # what the version says == what its run logged
+        inputs = _run_inputs(repo, version)
+        assert inputs == {s: tags[f"data.{s}.digest"][:32] for s in ("train", "val", "test")}
+    assert [r.info.status for r in pipeline_runs(repo)] == ["FINISHED"] * 3
+
+    # The default remote is the local folder; push, lose the cache and outputs, pull back.
+    remotes = _sh(["dvc", "remote", "list"], repo)
+    assert re.search(r"^local\s+\S*dvc-remote\s+\(default\)", remotes, re.M), remotes
+    _sh(["dvc", "remote", "modify", "local", "url", str(tmp_path / "remote")], repo)
+    assert "pushed" in _sh(["dvc", "push"], repo)
+    before = (repo / "reports/toy/eval/metrics.json").read_bytes()
+    for lost in (".dvc/cache", "data/raw", "data/clean", "data/tokenized", "models", "reports"):
+        shutil.rmtree(repo / lost)
+    assert re.search(r"\d+ files? (fetched|added)", _sh(["dvc", "pull"], repo))
+    assert (repo / "reports/toy/eval/metrics.json").read_bytes() == before
+    assert "up to date" in _sh(["dvc", "status"], repo)
