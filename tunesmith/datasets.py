@@ -43,7 +43,7 @@ def add(name: str, *, source: str, task: str, text_col: str | None, label_col: s
             spec["label_map"] = mapping
     path.parent.mkdir(exist_ok=True)
     path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    _register_for_dvc(root, name, source)
+    _register_for_dvc(root, name, source, task)
     load_config(name, root)  # fail now, naming the key, if what we wrote doesn't validate
     return path
 
@@ -77,7 +77,7 @@ def _infer_labels(root: Path, src: SourceConfig, text_col: str, label_col: str,
     return labels
 
 
-def _register_for_dvc(root: Path, name: str, source: str) -> None:
+def _register_for_dvc(root: Path, name: str, source: str, task: str) -> None:
     """Add NAME and its source to params.yaml's `datasets:` (what dvc.yaml iterates over),
     and NAME's metrics and plots to dvc.yaml.
 
@@ -101,13 +101,15 @@ def _register_for_dvc(root: Path, name: str, source: str) -> None:
         end += 1
     lines[idx:end] = block
     params.write_text("".join(lines), encoding="utf-8")
-    _add_dvc_metrics_and_plots(root, name)
+    _add_dvc_metrics_and_plots(root, name, task)
 
 
-def dvc_entries(name: str, reports: str = "reports", models: str = "models") -> dict[str, str]:
+def dvc_entries(name: str, reports: str = "reports", models: str = "models",
+                task: str = "text-classification") -> dict[str, str]:
     """dvc.yaml's top-level `metrics:` item and `plots:` items for one dataset, as YAML text.
 
     DVC cannot iterate over `datasets:` in these sections, so each dataset gets its own.
+    A causal LM has no confusion/ROC/PR files, only the training curve.
     """
     ev = f"{reports}/{name}/eval"
     plots = [
@@ -116,6 +118,8 @@ def dvc_entries(name: str, reports: str = "reports", models: str = "models") -> 
         (f"{ev}/pr.csv", "simple", "recall", "precision", "precision-recall (test)"),
         (f"{models}/{name}/curve.csv", "linear", "step", "[loss, eval_loss]", "training curve"),
     ]
+    if task == "causal-lm":
+        plots = plots[-1:]
     return {
         "metrics": f"  - {ev}/metrics.json\n",
         "plots": "".join(
@@ -126,13 +130,14 @@ def dvc_entries(name: str, reports: str = "reports", models: str = "models") -> 
     }
 
 
-def _add_dvc_metrics_and_plots(root: Path, name: str) -> None:
+def _add_dvc_metrics_and_plots(root: Path, name: str, task: str) -> None:
     """Append NAME's entries to dvc.yaml's `metrics:` and `plots:` (as text, like params)."""
     dvc_yaml = root / "dvc.yaml"
     if not dvc_yaml.is_file():
         return
     paths = yaml.safe_load((root / PARAMS_FILE).read_text(encoding="utf-8")).get("paths") or {}
-    entries = dvc_entries(name, paths.get("reports", "reports"), paths.get("models", "models"))
+    entries = dvc_entries(name, paths.get("reports", "reports"), paths.get("models", "models"),
+                          task)
     text = dvc_yaml.read_text(encoding="utf-8")
     for section, block in entries.items():
         if block.splitlines()[0].split("- ", 1)[1].rstrip(":") in text:
