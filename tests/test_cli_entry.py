@@ -27,3 +27,17 @@ def test_console_script_keeps_exit_codes_and_output(project: Path):
     assert bad.stderr.strip().splitlines()[-1].startswith("error: ") and "nope" in bad.stderr
     usage = _run(["run", "--no-such-option"], project)
     assert usage.returncode == 2 and "No such option" in usage.stderr
+
+
+def test_run_starts_and_stops_its_own_prefect_api(project: Path):
+    import re
+    import socket
+
+    done = _run(["run", "--dataset", "toy", "--set", "register.require_beat_baseline=false"],
+                project)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "toy: completed; ran ingest, clean, validate, tokenize, train, evaluate, register" \
+        in done.stdout
+    port = int(re.search(r"temporary API on http://127\.0\.0\.1:(\d+)/api", done.stderr)[1])
+    with socket.socket() as sock:  # the server went with the command
+        assert sock.connect_ex(("127.0.0.1", port)) != 0

@@ -128,11 +128,13 @@ def run(
     if bool(dataset) == all_:
         raise typer.BadParameter("give --dataset NAME or --all")
     from tunesmith.config import find_root
-    from tunesmith.prefect_env import configure
+    from tunesmith.prefect_env import configure, start_local_api, wait_for_local_api
 
     configure(find_root())  # before Prefect is imported
+    start_local_api()  # boots while the flow's imports below run
     from flows.retrain import run_from_cli
 
+    wait_for_local_api()
     code = run_from_cli(dataset, all_, set_ or [])
     raise typer.Exit(code)
 

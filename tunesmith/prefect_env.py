@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
+import importlib.util
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
+
+from tunesmith.errors import EnvironmentProblem
 
 
 def configure(root: Path) -> None:
@@ -18,3 +27,81 @@ def configure(root: Path) -> None:
     os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "true")
     # The 20 s default timed out on a loaded 2-core machine (bench/noop_rerun.py).
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+def start_local_api(startup_timeout_s: float | None = None) -> str | None:
+    """Start a temporary Prefect API for this process, unless PREFECT_API_URL is set.
+
+    Prefect would start the same server itself (`SubprocessASGIServer`: uvicorn running
+    `prefect.server.api.server:create_app`, UI off) on the flow's first API call, but only
+    after importing that whole server app into this process too (~3 s) and with nothing
+    else to do while it boots (~5 s more). Started here, before `prefect` is imported, the
+    server boots while this process imports the flow, and this process never imports the
+    server. Returns the API URL (also exported as PREFECT_API_URL), or None if one was set.
+    The server is stopped at exit, after Prefect has drained its log and event workers.
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        return None
+    spec = importlib.util.find_spec("prefect")
+    if spec is None or not spec.submodule_search_locations:
+        raise EnvironmentProblem("prefect is not installed (pip install -e .)")
+    app_dir = Path(next(iter(spec.submodule_search_locations))).parent
+    port = _free_port()
+    env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+           "PREFECT__SERVER_FINAL": "1"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory",
+         "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
+         "--log-level", "error", "--lifespan", "on"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    atexit.register(_stop, server)  # registered before Prefect's own: runs after them
+    url = f"http://127.0.0.1:{port}/api"
+    os.environ["PREFECT_API_URL"] = url
+    print(f"prefect: temporary API on {url} (stopped at exit; set PREFECT_API_URL to use a "
+          "server)", file=sys.stderr)
+    timeout = startup_timeout_s or float(
+        os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"])
+    _LOCAL_API.update(url=url, server=server, timeout=timeout)
+    return url
+
+
+def wait_for_local_api() -> None:
+    """Block until the API from `start_local_api` answers /health (a no-op without one)."""
+    server = _LOCAL_API.get("server")
+    if server is None:
+        return
+    deadline = time.monotonic() + _LOCAL_API["timeout"]
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            err = server.stderr.read().decode(errors="replace").strip().splitlines()
+            raise EnvironmentProblem(
+                f"Prefect's temporary API server exited with code {server.returncode}: "
+                f"{err[-1] if err else 'no output'}")
+        try:
+            with urllib.request.urlopen(f"{_LOCAL_API['url']}/health", timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise EnvironmentProblem(
+        f"Prefect's temporary API server did not answer within {_LOCAL_API['timeout']:.0f} s "
+        "(raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or set PREFECT_API_URL)")
+
+
+_LOCAL_API: dict = {}
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _stop(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
