@@ -70,3 +70,16 @@ def test_check_reports_failed_expectations(project: Path, monkeypatch, capsys):
     result = run_cli(["dataset", "check", "toy"], project, monkeypatch, capsys)
     assert result.code == 4
     assert "FAILED" in result.out
+
+
+def test_every_dataset_in_params_has_metrics_and_plots_in_dvc_yaml():
+    """The repo's own dvc.yaml: a dataset added by hand to params.yaml must get its entries too
+    (`tunesmith.datasets.dvc_entries` gives them)."""
+    from conftest import REPO
+
+    names = yaml.safe_load((REPO / "params.yaml").read_text())["datasets"]
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    plots = {next(iter(p)) for p in dvc["plots"]}
+    for name in names:
+        assert f"reports/{name}/eval/metrics.json" in dvc["metrics"], name
+        assert f"models/{name}/curve.csv" in plots, name
