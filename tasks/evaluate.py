@@ -139,15 +139,19 @@ def predict_proba(
     """Softmax probabilities, (len(texts), num_labels)."""
     import torch
 
+    # Batches of similar length pad less (a batch pads to its longest text); undone below.
+    order = np.argsort([len(t) for t in texts], kind="stable")
     chunks = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             batch = tokenizer(
-                texts[start:start + batch_size], truncation=True, padding=True,
-                max_length=max_length, return_tensors="pt",
+                [texts[i] for i in order[start:start + batch_size]], truncation=True,
+                padding=True, max_length=max_length, return_tensors="pt",
             )
             chunks.append(model(**batch).logits.float().softmax(-1).numpy())
-    return np.concatenate(chunks)
+    proba = np.empty_like(np.concatenate(chunks))
+    proba[order] = np.concatenate(chunks)
+    return proba
 
 
 def latency(model: Any, tokenizer: Any, texts: list[str], cfg: Config) -> dict[str, float]:

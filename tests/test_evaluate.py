@@ -217,3 +217,16 @@ def test_causal_lm_loss_perplexity_samples_and_champion(project) -> None:
     again = evaluate(cfg)  # the champion (this same model) re-scored from the registry
     assert again.champion_version == 1
     assert again.champion["eval_loss"] == pytest.approx(loss, rel=1e-5)
+
+
+def test_length_sorted_batches_keep_each_texts_probabilities(tiny_bert: Path) -> None:
+    """predict_proba batches texts by length; each row must still be its own text's scores."""
+    from tasks.evaluate import load_classifier, predict_proba
+
+    model, tokenizer = load_classifier(tiny_bert, ["LABEL_0", "LABEL_1"])
+    texts = [t for t, _ in make_rows(23)]
+    texts[3] = " ".join(["prize"] * 40)  # the longest text, early in the list
+    batched = predict_proba(model, tokenizer, texts, 4, 64)
+    one_by_one = np.concatenate([predict_proba(model, tokenizer, [t], 1, 64) for t in texts])
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+    assert not np.allclose(batched[3], batched[0])
