@@ -13,11 +13,15 @@ FAST = ("train: {epochs: 1, batch_size: 16}\nevaluate: {latency_examples: 2}\n"
 
 
 @pytest.fixture(scope="module")
-def harness():
+def harness(tmp_path_factory: pytest.TempPathFactory):
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+    # Step results (the cache) in a temp folder, not the user's ~/.prefect/storage.
+    storage = tmp_path_factory.mktemp("prefect-storage")
+    with prefect_test_harness(server_startup_timeout=120), \
+            temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}):
+        yield storage
 
 
 @pytest.fixture
