@@ -7,6 +7,7 @@ from cli_helpers import run_cli
 from conftest import make_rows, write_csv
 
 from tunesmith.config import load_config
+from tunesmith.datasets import dvc_entries
 
 
 def test_add_infers_labels_registers_for_dvc_and_checks(project: Path, monkeypatch, capsys):
@@ -83,3 +84,5 @@ def test_every_dataset_in_params_has_metrics_and_plots_in_dvc_yaml():
     for name in names:
         assert f"reports/{name}/eval/metrics.json" in dvc["metrics"], name
         assert f"models/{name}/curve.csv" in plots, name
+    for name in ("sms_spam", "shapes"):  # the bundled samples: exactly what dataset add writes
+        assert all(block in (REPO / "dvc.yaml").read_text() for block in dvc_entries(name).values())

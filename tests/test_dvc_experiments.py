@@ -26,6 +26,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, make_rows, write_csv
 
+from tunesmith.datasets import dvc_entries
+
 STEPS = ("ingest", "clean", "validate", "tokenize", "train", "evaluate", "register")
 NOT_QUALITY = re.compile(r"^(latency_|model_size_mb$)")  # timings and on-disk size vary
 
@@ -68,8 +70,11 @@ def make_repo(repo: Path, tiny_bert: Path) -> Path:
     (repo / "data").mkdir()
     for name in ("params.yaml", ".gitignore"):
         shutil.copy(REPO / name, repo / name)
-    # The top-level metrics/plots entries name the bundled dataset; point them at `toy`.
-    (repo / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text().replace("sms_spam", "toy"))
+    # The stages as they are; the top-level metrics/plots (per dataset) for `toy` only, as
+    # `tunesmith dataset add` writes them.
+    stages = (REPO / "dvc.yaml").read_text().split("\nmetrics:")[0]
+    toy = dvc_entries("toy")
+    (repo / "dvc.yaml").write_text(f"{stages}\nmetrics:\n{toy['metrics']}\nplots:\n{toy['plots']}")
     for code_dir in ("tasks", "tunesmith"):  # dvc.yaml's code deps
         shutil.copytree(REPO / code_dir, repo / code_dir,
                         ignore=shutil.ignore_patterns("__pycache__"))
