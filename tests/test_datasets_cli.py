@@ -86,3 +86,21 @@ def test_every_dataset_in_params_has_metrics_and_plots_in_dvc_yaml():
         assert f"models/{name}/curve.csv" in plots, name
     for name in ("sms_spam", "shapes"):  # the bundled samples: exactly what dataset add writes
         assert all(block in (REPO / "dvc.yaml").read_text() for block in dvc_entries(name).values())
+
+
+def test_add_schedules_the_new_dataset_in_prefect_yaml(project: Path, monkeypatch, capsys):
+    from conftest import REPO
+
+    (project / "prefect.yaml").write_text((REPO / "prefect.yaml").read_text())
+    write_csv(project / "data" / "reviews.csv", make_rows(30))
+    args = ["dataset", "add", "reviews", "--source", "data/reviews.csv", "--text-col", "text",
+            "--label-col", "label", "--no-check"]
+    assert run_cli(args, project, monkeypatch, capsys).code == 0
+    assert run_cli([*args, "--force"], project, monkeypatch, capsys).code == 0  # no duplicates
+    spec = yaml.safe_load((project / "prefect.yaml").read_text())
+    added = [d for d in spec["deployments"] if d["name"] == "retrain-reviews"]
+    assert len(added) == 1
+    assert added[0]["parameters"] == {"dataset": "reviews"}
+    assert added[0]["schedules"] == [{"cron": "0 2 * * *", "timezone": "UTC"}]
+    assert added[0]["entrypoint"] == "flows.retrain:retrain"  # merged from the shared definition
+    assert added[0]["work_pool"]["name"] == "tunesmith-process"

@@ -44,7 +44,8 @@ def add(name: str, *, source: str, task: str, text_col: str | None, label_col: s
     path.parent.mkdir(exist_ok=True)
     path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), encoding="utf-8")
     _register_for_dvc(root, name, source, task)
-    load_config(name, root)  # fail now, naming the key, if what we wrote doesn't validate
+    cfg = load_config(name, root)  # fail now, naming the key, if what we wrote doesn't validate
+    _add_prefect_deployment(root, name, cfg.schedule)
     return path
 
 
@@ -155,6 +156,27 @@ def _add_dvc_metrics_and_plots(root: Path, name: str, task: str) -> None:
         lines[end:end] = [block]
         text = "".join(lines)
     dvc_yaml.write_text(text, encoding="utf-8")
+
+
+def prefect_deployment(name: str, schedule: str) -> str:
+    """prefect.yaml's deployment for one dataset (on the shared `retrain` definition)."""
+    return (f"  - <<: *retrain\n    name: retrain-{name}\n"
+            f"    description: Scheduled retrain of {name} (added by `tunesmith dataset add`).\n"
+            f"    parameters: {{dataset: {name}}}\n"
+            f"    schedules:\n      - cron: \"{schedule}\"\n        timezone: UTC\n")
+
+
+def _add_prefect_deployment(root: Path, name: str, schedule: str) -> None:
+    """Append NAME's deployment to prefect.yaml so `prefect deploy --all` schedules it too
+    (`tunesmith serve` reads datasets/ directly and needs no entry)."""
+    path = root / "prefect.yaml"
+    if not path.is_file():
+        return
+    text = path.read_text(encoding="utf-8")
+    if f"name: retrain-{name}\n" in text:
+        return  # already there (a re-add with --force); its cron is the user's to edit
+    path.write_text(text.rstrip("\n") + "\n" + prefect_deployment(name, schedule),
+                    encoding="utf-8")
 
 
 def check(name: str, overrides: list[str], echo: Callable[[str], None] = print) -> bool:
