@@ -15,6 +15,7 @@ they did not execute in this pipeline run (DVC or the Prefect cache skipped them
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import warnings
@@ -53,6 +54,11 @@ def tracking_uri(cfg: Config) -> str:
 def configure(cfg: Config) -> MlflowClient:
     """Point the fluent API at this project's tracking store and return a client for it."""
     uri = tracking_uri(cfg)
+    # Every step opens the pipeline's run; MLflow's INFO lines (system-metrics thread
+    # start/stop, DB setup: 4+ per step) would bury the one-line error contract. Set here as
+    # well as by the CLI's env default: MLflow reads that variable only when first imported.
+    level = os.environ.get("MLFLOW_LOGGING_LEVEL", "WARNING").upper()
+    logging.getLogger("mlflow").setLevel(level)
     # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; left there, it would override
     # the next dataset's `tracking.uri` in this process. Keep only what the user set.
     user_set = os.environ.get("MLFLOW_TRACKING_URI")
