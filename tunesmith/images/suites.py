@@ -11,13 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from tunesmith.config import Config
-from tunesmith.validation.suites import (
-    Batch,
-    _class_shares,
-    _has_columns,
-    _overlap_frame,
-    _split_min_rows,
-)
+from tunesmith.validation.suites import Batch, _split_min_rows, cross_split_batches
 
 COLUMNS = ["image", "label", "sha256", "width", "height"]
 
@@ -47,21 +41,5 @@ def image_classification(cfg: Config, frames: dict[str, pd.DataFrame]) -> list[B
             gxe.ExpectColumnValuesToBeInSet(column="file_exists", value_set=[True]),
             gxe.ExpectTableRowCountToBeBetween(min_value=_split_min_rows(cfg, split)),
         ], row_id=["path"] if "path" in df else []))
-    if not _has_columns(frames, ["sha256", "label"]):
-        return batches
-    everything = _overlap_frame(frames, "sha256")
-    everything["label"] = pd.concat([f["label"] for f in frames.values()], ignore_index=True)
-    batches.append(Batch("dataset", everything, [
-        gxe.ExpectTableRowCountToBeBetween(min_value=v.min_rows, max_value=v.max_rows),
-        gxe.ExpectColumnDistinctValuesToContainSet(column="label", value_set=list(cfg.labels)),
-        # No image (by content) in two splits: that would leak test images into training.
-        gxe.ExpectColumnValuesToBeInSet(column="in_other_split", value_set=[False]),
-    ], row_id=["split", "row", "sha256"]))
-    shares = _class_shares(frames, list(cfg.labels))
-    batches.append(Batch("class_shares", shares[["label", "rows", "share"]], [
-        gxe.ExpectColumnValuesToBeBetween(column="share", min_value=v.min_class_share),
-    ], row_id=["label", "rows"]))
-    batches.append(Batch("label_drift", shares[["label", "train_share", "test_share", "drift"]], [
-        gxe.ExpectColumnValuesToBeBetween(column="drift", max_value=v.max_label_drift),
-    ], row_id=["label", "train_share", "test_share"]))
-    return batches
+    # No image (by content) in two splits: that would leak test images into training.
+    return batches + cross_split_batches(cfg, frames, key="sha256")

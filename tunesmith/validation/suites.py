@@ -99,24 +99,36 @@ def text_classification(cfg: Config, frames: dict[str, pd.DataFrame]) -> list[Ba
         ]))
     # Cross-split frames need both columns everywhere; the split suites already report
     # a missing column, and the derived checks would only repeat it.
-    if not _has_columns(frames, ["text", "label"]):
-        return batches
-    everything = _overlap_frame(frames, "text")
+    return batches + cross_split_batches(cfg, frames, key="text")
+
+
+def cross_split_batches(cfg: Config, frames: dict[str, pd.DataFrame], key: str) -> list[Batch]:
+    """Checks across the splits for a classification dataset whose rows are identified by
+    `key` (the text; an image's sha256): rows, labels present, disjoint splits, class
+    shares and train/test label drift. Empty when a split lacks `key` or `label`."""
+    import great_expectations.expectations as gxe
+
+    v = cfg.validate_
+    if not _has_columns(frames, [key, "label"]):
+        return []
+    everything = _overlap_frame(frames, key)
     everything["label"] = pd.concat([f["label"] for f in frames.values()], ignore_index=True)
-    batches.append(Batch("dataset", everything, [
-        gxe.ExpectTableRowCountToBeBetween(min_value=v.min_rows, max_value=v.max_rows),
-        gxe.ExpectColumnDistinctValuesToContainSet(column="label", value_set=list(cfg.labels)),
-        # Splits must be disjoint: a text in two splits leaks test data into training.
-        gxe.ExpectColumnValuesToBeInSet(column="in_other_split", value_set=[False]),
-    ], row_id=["split", "row", "text"]))
     shares = _class_shares(frames, list(cfg.labels))
-    batches.append(Batch("class_shares", shares[["label", "rows", "share"]], [
-        gxe.ExpectColumnValuesToBeBetween(column="share", min_value=v.min_class_share),
-    ], row_id=["label", "rows"]))
-    batches.append(Batch("label_drift", shares[["label", "train_share", "test_share", "drift"]], [
-        gxe.ExpectColumnValuesToBeBetween(column="drift", max_value=v.max_label_drift),
-    ], row_id=["label", "train_share", "test_share"]))
-    return batches
+    return [
+        Batch("dataset", everything, [
+            gxe.ExpectTableRowCountToBeBetween(min_value=v.min_rows, max_value=v.max_rows),
+            gxe.ExpectColumnDistinctValuesToContainSet(column="label",
+                                                       value_set=list(cfg.labels)),
+            # Splits must be disjoint: a row in two splits leaks test data into training.
+            gxe.ExpectColumnValuesToBeInSet(column="in_other_split", value_set=[False]),
+        ], row_id=["split", "row", key]),
+        Batch("class_shares", shares[["label", "rows", "share"]], [
+            gxe.ExpectColumnValuesToBeBetween(column="share", min_value=v.min_class_share),
+        ], row_id=["label", "rows"]),
+        Batch("label_drift", shares[["label", "train_share", "test_share", "drift"]], [
+            gxe.ExpectColumnValuesToBeBetween(column="drift", max_value=v.max_label_drift),
+        ], row_id=["label", "train_share", "test_share"]),
+    ]
 
 
 def causal_lm(cfg: Config, frames: dict[str, pd.DataFrame]) -> list[Batch]:
