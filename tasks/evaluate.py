@@ -38,6 +38,19 @@ class EvaluateResult:
     run_id: str | None = None
 
 
+def _classification_result(out: Path, report: dict, baseline: dict | None,
+                           champion_version: int | None, champion: dict | None,
+                           warnings: list[str], run_id: str | None) -> EvaluateResult:
+    """The headline numbers of a text or image classification report."""
+    return EvaluateResult(
+        metrics_path=out / "metrics.json", metrics=M.summary(report),
+        baseline=None if baseline is None else M.summary(baseline),
+        champion_version=champion_version,
+        champion=None if champion is None else M.summary(champion),
+        warnings=warnings, run_id=run_id,
+    )
+
+
 def evaluate(cfg: Config) -> EvaluateResult:
     """Run the evaluation of `cfg`'s trained model and write the report (see module doc)."""
     if cfg.task == "causal-lm":
@@ -80,13 +93,8 @@ def evaluate(cfg: Config) -> EvaluateResult:
         write_outputs(cfg, out, test, y_true, proba, report)
         tracking.log_context(cfg, run_id)
         log_to_mlflow(cfg, out, report, warnings)
-    return EvaluateResult(
-        metrics_path=out / "metrics.json", metrics=M.summary(report),
-        baseline=None if baseline is None else M.summary(baseline),
-        champion_version=champion_version,
-        champion=None if champion is None else M.summary(champion),
-        warnings=warnings, run_id=run_id,
-    )
+    return _classification_result(out, report, baseline, champion_version, champion, warnings,
+                                  run_id)
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -358,13 +366,8 @@ def evaluate_image(cfg: Config) -> EvaluateResult:
         misclassified_grid(worst, cfg.dirs.clean, out / "misclassified_grid.png")
         tracking.log_context(cfg, run_id)
         log_to_mlflow(cfg, out, report, warnings)  # the grid goes with eval/ artifacts
-    return EvaluateResult(
-        metrics_path=out / "metrics.json", metrics=M.summary(report),
-        baseline=None if baseline is None else M.summary(baseline),
-        champion_version=champion_version,
-        champion=None if champion is None else M.summary(champion),
-        warnings=warnings, run_id=run_id,
-    )
+    return _classification_result(out, report, baseline, champion_version, champion, warnings,
+                                  run_id)
 
 
 # ------------------------------------------------------------------------- causal LM
