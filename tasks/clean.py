@@ -15,11 +15,12 @@ from tunesmith.cleaning import (
     examples,
     frame_digest,
     normalise_text,
+    publish_clean_output,
     stratified_split,
 )
 from tunesmith.config import Config
 from tunesmith.errors import DataError
-from tunesmith.jsonio import read_json, write_json
+from tunesmith.jsonio import read_json
 
 SPLITS = ("train", "val", "test")
 REPORT = "report.json"
@@ -173,11 +174,5 @@ def _write_outputs(cfg: Config, frame: pd.DataFrame, assignment: pd.Series, drop
             split: frame.loc[assignment == split, "label"].value_counts().sort_index().to_dict()
             for split in SPLITS
         }
-    if dropped_rows:
-        all_dropped = pd.concat(dropped_rows)
-        all_dropped.insert(0, "row", all_dropped.index + 1)
-        all_dropped.to_csv(staging / "dropped.csv", index=False)
-    write_json(staging / REPORT, report)
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
+    publish_clean_output(staging, out, report, dropped_rows)
     return report

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from tunesmith.config import CleanConfig, SplitConfig
+from tunesmith.jsonio import write_json
 
 _TAG = re.compile(r"<[^>]{0,200}>")
 _ENTITY = re.compile(r"&(?:#\d+|#x[0-9a-fA-F]+|[a-zA-Z]{2,8});")
@@ -83,3 +86,16 @@ def frame_digest(frame: pd.DataFrame) -> str:
 def examples(frame: pd.DataFrame, mask: pd.Series, n: int = 5, col: str = "text") -> list[dict]:
     rows = frame.loc[mask].head(n)
     return [{"row": int(i) + 1, col: str(v)[:200]} for i, v in rows[col].items()]
+
+
+def publish_clean_output(staging: Path, out: Path, report: dict,
+                         dropped: list[pd.DataFrame]) -> None:
+    """Write dropped.csv (1-based source rows) and report.json into `staging`, then swap it
+    in for `out`, so a failed clean never leaves half an output behind."""
+    if dropped:
+        all_dropped = pd.concat(dropped)
+        all_dropped.insert(0, "row", all_dropped.index + 1)
+        all_dropped.to_csv(staging / "dropped.csv", index=False)
+    write_json(staging / "report.json", report)
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)

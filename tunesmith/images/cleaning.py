@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tunesmith.cleaning import frame_digest
+from tunesmith.cleaning import frame_digest, publish_clean_output
 from tunesmith.config import CleanConfig, Config
-from tunesmith.jsonio import read_json, write_json
+from tunesmith.jsonio import read_json
 
 SPLITS = ("train", "val", "test")
 SPLIT_COLUMNS = ["image", "label", "sha256", "width", "height", "path"]
@@ -113,11 +113,5 @@ def write_outputs(cfg: Config, frame: pd.DataFrame, assignment: pd.Series, drops
         split: frame.loc[assignment == split, "label"].value_counts().sort_index().to_dict()
         for split in SPLITS
     }
-    if dropped:
-        all_dropped = pd.concat(dropped)
-        all_dropped.insert(0, "row", all_dropped.index + 1)
-        all_dropped.to_csv(staging / "dropped.csv", index=False)
-    write_json(staging / "report.json", report)
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
+    publish_clean_output(staging, out, report, dropped)
     return report
