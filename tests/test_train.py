@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from conftest import make_tokenized
@@ -12,7 +13,7 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from tunesmith.errors import EnvironmentProblem
-from tunesmith.training.data import LengthGroupedSampler, TokenizedDataset
+from tunesmith.training.data import LengthGroupedSampler, LongestFirstSampler, TokenizedDataset
 from tunesmith.training.options import LoraOptions, Stage, TrainOptions
 from tunesmith.training.param_groups import param_groups
 from tunesmith.training.run import TrainRequest, train_model
@@ -249,6 +250,35 @@ def test_length_grouped_sampler_is_a_function_of_seed_and_epoch():
     spreads = [max(lengths[i] for i in first[s:s + 16]) - min(lengths[i] for i in first[s:s + 16])
                for s in range(0, 192, 16)]
     assert sum(spreads) / len(spreads) < 10
+
+
+class EvalCounter(TrainerCallback):
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def on_evaluate(self, args, state, control, **kw):
+        self.steps.append(state.global_step)
+
+
+def test_validation_once_per_epoch_and_the_summary_reports_the_best_one(tiny_bert, tokenized,
+                                                                        tmp_path):
+    counter = EvalCounter()
+    req = request(tiny_bert, tokenized, tmp_path, epochs=3, lr=2e-2, early_stopping_patience=0)
+    req.callbacks.append(counter)
+    summary = train_model(req)
+    # No extra pass after training: the restored best checkpoint's metrics are in the log.
+    assert len(counter.steps) == 3 and summary.best_step in counter.steps
+    logged = pd.read_csv(tmp_path / "model_out" / "curve.csv").dropna(subset=["eval_loss"])
+    best = logged[logged["step"] == summary.best_step].iloc[0]
+    assert summary.val_metrics["loss"] == pytest.approx(best["eval_loss"])
+    assert summary.val_metrics["accuracy"] == pytest.approx(best["eval_accuracy"])
+
+
+def test_longest_first_sampler_is_a_permutation_by_descending_length():
+    lengths = [(i * 7) % 31 + 1 for i in range(200)]
+    order = list(LongestFirstSampler(lengths))
+    assert sorted(order) == list(range(200)) and len(LongestFirstSampler(lengths)) == 200
+    assert [lengths[i] for i in order] == sorted(lengths, reverse=True)
 
 
 def test_params_yaml_train_section_matches_the_option_defaults():

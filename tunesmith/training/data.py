@@ -95,6 +95,23 @@ class LengthGroupedSampler(Sampler[int]):
         return iter([i for b in perm for i in batches[b]])
 
 
+class LongestFirstSampler(Sampler[int]):
+    """Evaluation order: longest first, so each batch pads to about its own length.
+
+    Metrics are computed over the whole pass, so the order changes nothing but the time
+    (about half of it on SST-2-like data, where lengths vary 10x).
+    """
+
+    def __init__(self, lengths: list[int]) -> None:
+        self.order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self):
+        return iter(self.order)
+
+
 class CausalPadCollator:
     """Right-pads `input_ids` with the pad id and `labels` with -100 (ignored by the loss)."""
 

@@ -37,7 +37,7 @@ from transformers.trainer_callback import ProgressCallback
 
 from tunesmith.training.callbacks import EpochLog, QuietProgress
 from tunesmith.training.causal_lm import causal_collator, perplexity
-from tunesmith.training.data import LengthGroupedSampler, TokenizedDataset
+from tunesmith.training.data import LengthGroupedSampler, LongestFirstSampler, TokenizedDataset
 from tunesmith.training.layers import count_params
 from tunesmith.training.methods import apply_method, check_environment, load_base
 from tunesmith.training.options import TrainOptions
@@ -159,6 +159,17 @@ def last_complete_checkpoint(ckpt: Path) -> str | None:
     return str(max(done, key=lambda d: int(d.name.rsplit("-", 1)[-1])))
 
 
+def best_eval_metrics(state, metric: str) -> dict[str, float]:
+    """The validation metrics logged at the best checkpoint, which `load_best_model_at_end`
+    has just restored: evaluating it again would repeat a whole validation pass. Empty
+    when that evaluation is not in the log (the caller then evaluates)."""
+    for entry in reversed(state.log_history):
+        if entry.get("step") == state.best_global_step and f"eval_{metric}" in entry:
+            return {k.removeprefix("eval_"): float(v) for k, v in entry.items()
+                    if k.startswith("eval_") and isinstance(v, int | float)}
+    return {}
+
+
 def peak_memory() -> tuple[float, str]:
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20, "cuda_allocated"
@@ -188,6 +199,12 @@ class TunesmithTrainer(Trainer):
         batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
         lengths = self.lengths if self.options.group_by_length else [0] * len(self.lengths)
         return LengthGroupedSampler(lengths, batch, seed=self.args.seed)
+
+    def _get_eval_sampler(self, eval_dataset):
+        lengths = getattr(eval_dataset, "lengths", None)
+        if lengths is None or self.args.world_size > 1:  # images; DDP shards it its own way
+            return super()._get_eval_sampler(eval_dataset)
+        return LongestFirstSampler(lengths)
 
 
 def training_args(req: TrainRequest, ckpt: Path, metric: str, greater: bool) -> TrainingArguments:
@@ -328,9 +345,9 @@ def train_model(req: TrainRequest) -> TrainSummary:
     if resume and args.process_index == 0:
         print(f"train: resuming from {resume}", file=sys.stderr, flush=True)
     result = trainer.train(resume_from_checkpoint=resume)
-    val = trainer.evaluate()
-    val_metrics = {
-        k.removeprefix("eval_"): float(v) for k, v in val.items() if isinstance(v, int | float)
+    val_metrics = best_eval_metrics(trainer.state, metric) or {
+        k.removeprefix("eval_"): float(v)
+        for k, v in trainer.evaluate().items() if isinstance(v, int | float)
     }
     if req.task == "causal-lm":
         val_metrics["perplexity"] = perplexity(val_metrics["loss"])
