@@ -61,6 +61,21 @@ def test_predict_texts_and_files_with_the_champion(served, tmp_path) -> None:
     assert accuracy == pytest.approx(evaluation.metrics["accuracy"])
 
 
+def test_served_model_batches_by_length_but_keeps_row_order(served) -> None:
+    """The pyfunc sorts texts by length into batches; each row must stay its own text's."""
+    cfg, _ = served
+    model = store.load_pyfunc(cfg, store.CHAMPION)
+    texts = ["dull " * 30 + "boring", "superb", "the film was superb and moving", "dull",
+             "a moving, superb film " * 6, "boring"]
+    together = model.predict(pd.DataFrame({"text": texts}))
+    one_by_one = pd.concat([model.predict(pd.DataFrame({"text": [t]})) for t in texts])
+    probs = [c for c in together.columns if c.startswith("prob_")]
+    error = abs(together[probs].to_numpy() - one_by_one[probs].to_numpy()).max()
+    spread = abs(one_by_one[probs].to_numpy() - one_by_one[probs].to_numpy()[::-1]).max()
+    assert spread > 100 * max(error, 1e-7), (spread, error)  # a mix-up would show
+    assert together["label"].tolist() == one_by_one["label"].tolist()
+
+
 def test_predict_follows_the_alias(served, tmp_path) -> None:
     cfg, _ = served
     assert invoke("predict", "-d", "toy", "--alias", "challenger", "fun").exit_code == 0

@@ -40,15 +40,23 @@ class HFTextClassifier(PythonModel):
         else:
             texts = model_input
         texts = [str(t) for t in texts]
+        # Batches of similar length pad less (a batch pads to its longest text): about 2x
+        # faster on mixed-length input. `order` puts the rows back afterwards.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         probs = []
         with self.torch.inference_mode():
             for start in range(0, len(texts), self.batch_size):
                 batch = self.tokenizer(
-                    texts[start:start + self.batch_size], truncation=True, padding=True,
-                    max_length=self.max_length, return_tensors="pt",
+                    [texts[i] for i in order[start:start + self.batch_size]], truncation=True,
+                    padding=True, max_length=self.max_length, return_tensors="pt",
                 )
                 probs.append(self.model(**batch).logits.float().softmax(-1))
-        proba = self.torch.cat(probs).numpy() if probs else None
+        proba = None
+        if probs:
+            sorted_proba = self.torch.cat(probs)
+            proba = self.torch.empty_like(sorted_proba)
+            proba[order] = sorted_proba
+            proba = proba.numpy()
         out = pd.DataFrame(
             {
                 "label": [self.labels[i] for i in proba.argmax(1)] if probs else [],
