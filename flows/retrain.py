@@ -159,6 +159,29 @@ def retrain_all(overrides: list[str] | None = None) -> list[RetrainSummary]:
     return summaries
 
 
+def open_tracking(dataset: str | None, overrides: list[str]) -> None:
+    """Import MLflow and open the dataset's tracking store (every dataset's, given None).
+
+    `tunesmith run` calls this while Prefect's temporary API boots in its own process: the
+    ~3 s it takes would otherwise land in the first step. Bad names/overrides raise here
+    with the same one-line error `run_from_cli` gives.
+    """
+    from tunesmith import tracking
+
+    names = [dataset] if dataset else dataset_names(find_root())
+    for name in names:
+        try:
+            cfg = load_config(name, overrides=overrides)
+        except TunesmithError:
+            if dataset:
+                raise
+            continue  # with --all, that dataset's own flow run reports it
+        try:
+            tracking.configure(cfg)
+        except Exception:  # noqa: BLE001 - a warm-up: the first step reports it in context
+            pass
+
+
 def run_from_cli(dataset: str | None, all_: bool, overrides: list[str]) -> int:
     """`tunesmith run`: run the flow(s), print one line per dataset, return the exit code."""
     if all_:

@@ -41,3 +41,11 @@ def test_run_starts_and_stops_its_own_prefect_api(project: Path):
     port = int(re.search(r"temporary API on http://127\.0\.0\.1:(\d+)/api", done.stderr)[1])
     with socket.socket() as sock:  # the server went with the command
         assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+    # A bad dataset name fails in one line before any flow run, and stops the API too.
+    bad = _run(["run", "--dataset", "nope"], project)
+    assert bad.returncode == 2, bad.stderr[-2000:]
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: ") and "nope" in bad.stderr
+    port = int(re.search(r"temporary API on http://127\.0\.0\.1:(\d+)/api", bad.stderr)[1])
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", port)) != 0
