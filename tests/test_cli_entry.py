@@ -49,3 +49,20 @@ def test_run_starts_and_stops_its_own_prefect_api(project: Path):
     port = int(re.search(r"temporary API on http://127\.0\.0\.1:(\d+)/api", bad.stderr)[1])
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_temporary_api_server_runs_at_idle_priority(project: Path, monkeypatch):
+    """It must never preempt training (see prefect_env._idle_priority)."""
+    from tunesmith import prefect_env
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("PREFECT_HOME", str(project / ".prefect"))
+    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    prefect_env.start_local_api()
+    server = prefect_env._LOCAL_API["server"]
+    try:
+        assert os.sched_getscheduler(server.pid) == os.SCHED_IDLE
+        prefect_env.wait_for_local_api()  # and it still boots and answers
+    finally:
+        prefect_env._stop(server)
+        prefect_env._LOCAL_API.clear()
