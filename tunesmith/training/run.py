@@ -165,9 +165,14 @@ def best_eval_metrics(state, metric: str) -> dict[str, float]:
     when that evaluation is not in the log (the caller then evaluates)."""
     for entry in reversed(state.log_history):
         if entry.get("step") == state.best_global_step and f"eval_{metric}" in entry:
-            return {k.removeprefix("eval_"): float(v) for k, v in entry.items()
-                    if k.startswith("eval_") and isinstance(v, int | float)}
+            return eval_values(entry)
     return {}
+
+
+def eval_values(logged: dict[str, Any]) -> dict[str, float]:
+    """`eval_accuracy: 0.9, ...` -> `accuracy: 0.9, ...` (numbers only)."""
+    return {k.removeprefix("eval_"): float(v) for k, v in logged.items()
+            if k.startswith("eval_") and isinstance(v, int | float)}
 
 
 def peak_memory() -> tuple[float, str]:
@@ -345,10 +350,7 @@ def train_model(req: TrainRequest) -> TrainSummary:
     if resume and args.process_index == 0:
         print(f"train: resuming from {resume}", file=sys.stderr, flush=True)
     result = trainer.train(resume_from_checkpoint=resume)
-    val_metrics = best_eval_metrics(trainer.state, metric) or {
-        k.removeprefix("eval_"): float(v)
-        for k, v in trainer.evaluate().items() if isinstance(v, int | float)
-    }
+    val_metrics = best_eval_metrics(trainer.state, metric) or eval_values(trainer.evaluate())
     if req.task == "causal-lm":
         val_metrics["perplexity"] = perplexity(val_metrics["loss"])
 
