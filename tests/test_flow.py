@@ -122,3 +122,18 @@ def test_second_trigger_is_skipped_while_one_runs(harness, flow_project: Path):
         assert acquired
         assert retrain("toy").status == "skipped (locked)"
     assert not (flow_project / "data" / "raw" / "toy").exists()
+
+
+def test_validation_imports_in_a_daemon_thread():
+    """`tunesmith run` imports GX in the background while the API boots (see
+    flows.retrain.import_validation_in_background); a no-op run must not wait for it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from flows.retrain import GX_MODULE, import_validation_in_background\n"
+            "assert GX_MODULE not in sys.modules\n"
+            "t = import_validation_in_background(); assert t.daemon; t.join()\n"
+            "assert GX_MODULE in sys.modules; print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

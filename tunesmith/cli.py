@@ -132,9 +132,10 @@ def run(
 
     configure(find_root())  # before Prefect is imported
     start_local_api()  # boots while the flow's imports below run
-    from flows.retrain import open_tracking, run_from_cli
+    from flows.retrain import import_validation_in_background, open_tracking, run_from_cli
 
     open_tracking(None if all_ else dataset, set_ or [])  # also while the API boots
+    import_validation_in_background()  # in the waits for the API
     wait_for_local_api()
     code = run_from_cli(dataset, all_, set_ or [])
     raise typer.Exit(code)
