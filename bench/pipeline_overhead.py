@@ -51,7 +51,8 @@ cfg = load_config("sst", overrides=["paths.models=bare_models", "paths.state=.ba
 t1 = time.perf_counter()
 summary = train_model(build_request(cfg))
 t2 = time.perf_counter()
-print(json.dumps({"import_s": t1 - t0, "fn_s": t2 - t1, "steps": summary.steps}))
+print(json.dumps({"import_s": t1 - t0, "fn_s": t2 - t1, "steps": summary.steps,
+                  "train_loop_s": summary.wall_time_s}))
 """
 
 
@@ -146,7 +147,9 @@ def timed_run(root: Path) -> dict:
     timing = json.loads(bare.stdout.strip().splitlines()[-1])
     return {"run_wall_s": run_wall, "bare_fn_s": timing["fn_s"],
             "bare_process_s": bare_process, "bare_import_s": timing["import_s"],
+            "bare_train_loop_s": timing.get("train_loop_s"),
             "resumed": trained.get("resumed_from") is not None,
+            "flow_train_fn_s": trained.get("wall_time_s"),
             "steps": step_seconds(run.stdout + run.stderr, started, ended)}
 
 
@@ -156,6 +159,8 @@ def report(label: str, r: dict) -> None:
     print(f"{label}: tunesmith run {r['run_wall_s']:.1f}s | bare process "
           f"{r['bare_process_s']:.1f}s (fn {r['bare_fn_s']:.1f}s) | overhead {over:.1f}s"
           f" ({over / r['run_wall_s']:.1%}; vs fn {over_fn:.1f}s, {over_fn / r['run_wall_s']:.1%})"
+          f" | training loop in the flow {r['flow_train_fn_s'] or float('nan'):.1f}s vs bare"
+          f" {r['bare_train_loop_s'] or float('nan'):.1f}s"
           f" | steps {r['steps']}", flush=True)
 
 
