@@ -191,7 +191,10 @@ def import_validation_in_background() -> threading.Thread:
     spends about a second waiting for the temporary API and for the flow run's first API
     calls, and this thread imports in those waits: the validate step started 1.4-1.9 s
     sooner. A run with nothing to validate does not wait for it (a daemon thread; no-op
-    `tunesmith run` stayed at ~5.8 s).
+    `tunesmith run` stayed at ~5.8 s). Two threads importing one package at once can
+    deadlock; the ~1,160 modules GX adds share no package with the ~155 this process imports
+    between here and validate (mlflow, prefect, pandas, pyarrow, git, rich, anyio; checked
+    on the SST-2 flow), which is why only GX is imported here, not torch.
     """
     thread = threading.Thread(target=importlib.import_module, args=(GX_MODULE,),
                               name="import-great-expectations", daemon=True)
