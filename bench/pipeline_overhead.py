@@ -19,6 +19,13 @@ model loading, training), in seconds and as a share of the tunesmith wall. Also 
 against the bare fn alone (the call, without the ~7 s of torch/transformers imports that
 any training script pays). Target (issue 6): under 10% when training takes at least 2
 minutes. The run log's task timestamps split the overhead by step.
+
+On a shared VM the training loop itself (~2 min) drifts by up to 10% between two runs a
+minute apart, which swamps a ~15 s overhead. So each repeat is also split into the time
+outside the training loop (wall - train_summary's wall_time_s, for the run and for the bare
+process: start-up, imports, data steps, evaluate, register) and the loop's own ratio, flow
+over bare. The estimate = the median outside-loop difference + (median loop ratio - 1, if
+positive) x the bare loop; the target verdict uses it, with the direct difference beside it.
 """
 
 from __future__ import annotations
@@ -187,15 +194,26 @@ def main(argv: list[str] | None = None) -> int:
             write_data(root, args.rows, i + 1, args.quick)
             results.append(timed_run(root))
             report(f"repeat {i + 1}", results[-1])
-    run_med = statistics.median(r["run_wall_s"] for r in results)
-    proc_med = statistics.median(r["bare_process_s"] for r in results)
-    fn_med = statistics.median(r["bare_fn_s"] for r in results)
-    over, over_fn = run_med - proc_med, run_med - fn_med
-    print(f"\nmedians over {len(results)}: tunesmith run {run_med:.1f}s, bare process "
-          f"{proc_med:.1f}s (bare fn {fn_med:.1f}s); overhead {over:.1f}s = {over / run_med:.1%}"
-          f" of the run (target < 10% with >= 120 s training: "
-          f"{'met' if over / run_med < 0.10 else 'MISSED'}); vs the bare fn alone "
-          f"{over_fn:.1f}s = {over_fn / run_med:.1%}")
+    med = {key: statistics.median(r[key] for r in results)
+           for key in ("run_wall_s", "bare_process_s", "bare_fn_s")}
+    over, over_fn = med["run_wall_s"] - med["bare_process_s"], med["run_wall_s"] - med["bare_fn_s"]
+    print(f"\nmedians over {len(results)}: tunesmith run {med['run_wall_s']:.1f}s, bare process "
+          f"{med['bare_process_s']:.1f}s (bare fn {med['bare_fn_s']:.1f}s); direct overhead "
+          f"{over:.1f}s = {over / med['run_wall_s']:.1%} of the run; vs the bare fn alone "
+          f"{over_fn:.1f}s = {over_fn / med['run_wall_s']:.1%}")
+    split = [r for r in results if r["flow_train_fn_s"] and r["bare_train_loop_s"]]
+    if split:
+        outside = statistics.median((r["run_wall_s"] - r["flow_train_fn_s"])
+                                    - (r["bare_process_s"] - r["bare_train_loop_s"]) for r in split)
+        ratio = statistics.median(r["flow_train_fn_s"] / r["bare_train_loop_s"] for r in split)
+        loop = statistics.median(r["bare_train_loop_s"] for r in split)
+        # A ratio below 1 is the machine drifting, not the flow training faster: not credited.
+        estimate = outside + max(0.0, ratio - 1) * loop
+        share = estimate / med["run_wall_s"]
+        print(f"outside the training loop: {outside:.1f}s more than the bare process "
+              f"({outside / med['run_wall_s']:.1%} of the run); training loop flow/bare "
+              f"{ratio:.3f}; estimated overhead {estimate:.1f}s = {share:.1%} (target < 10% "
+              f"with >= 120 s training: {'met' if share < 0.10 else 'MISSED'})")
     for step in ("startup", *STEPS, "shutdown"):
         vals = [r["steps"].get(step) for r in results if r["steps"].get(step) is not None]
         if vals:
