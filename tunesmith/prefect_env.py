@@ -99,8 +99,10 @@ def _idle_priority() -> None:
     It uses ~1% CPU while a flow trains, but wakes ~120 times a second (event loop, its
     worker threads), and each wakeup preempted one of torch's two threads: the other then
     spins at the OpenMP barrier. Training inside the flow ran 5-15% slower than alone on
-    2 cores. An idle-class task never preempts a normal one; the server still answers
-    whenever a core is free, which between training steps is often.
+    2 cores. An idle-class task gets a core only when no normal task wants it (in practice
+    a sliver, ~0.3%, under full load); the server still answers whenever a core is free,
+    which between training steps is often. It does not close the whole gap: see
+    docs/benchmarks.md section 3, session 4.
     """
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
