@@ -97,6 +97,10 @@ def child(step: str, root: Path) -> dict:
     t1, c1 = time.perf_counter(), cpu_s()
     result = func(cfg, raise_on_failure=False) if step == "validate" else func(cfg)
     t2, c2 = time.perf_counter(), cpu_s()
+    from tunesmith import logged as L
+    from tunesmith.steps import output_dir
+
+    L.write(result.logged, output_dir(cfg, step))  # what the runner keeps for the tracking row
     extra = {"success": result.success, "n_failed": result.n_failed} if step == "validate" else {}
     return {"step": step, "import_s": t1 - t0, "step_s": t2 - t1, "cpu_s": c2 - c1, **extra,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -105,16 +109,17 @@ def child(step: str, root: Path) -> dict:
 def _tracking(root: Path, t0: float) -> dict:
     """What `tunesmith step` (so `dvc repro` and the flow) adds to the four step functions:
     opening the pipeline's MLflow run and logging each step's outputs to it."""
+    from tunesmith import logged as L
     from tunesmith import tracking
     from tunesmith.config import load_config
+    from tunesmith.steps import output_dir
 
     cfg = load_config(NAME, root)
     t1, c1 = time.perf_counter(), cpu_s()
-    with tracking.active_run(cfg, "ingest") as run_id:
-        client = tracking.configure(cfg)
+    with tracking.pipeline_run(cfg, "ingest") as run:  # the steps' records, as the runner logs
         for step in STEPS:
-            tracking.STEP_LOGGERS[step](cfg, client, run_id)
-    tracking.finish_run(cfg)
+            run.log(L.read(output_dir(cfg, step)) or L.Logged())
+    tracking.finish(cfg, "FINISHED")
     t2, c2 = time.perf_counter(), cpu_s()
     return {"step": "tracking", "import_s": t1 - t0, "step_s": t2 - t1, "cpu_s": c2 - c1,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}

@@ -48,18 +48,13 @@ def tiny_model(out: Path) -> Path:
 def make_repo(repo: Path, model: Path) -> None:
     """Copy the pipeline into a fresh git repo with DVC initialised; one dataset."""
     repo.mkdir(parents=True)
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(REPO / name, repo / name)
+    shutil.copy(REPO / "params.yaml", repo / "params.yaml")
     for code_dir in ("tasks", "tunesmith", "flows"):
         shutil.copytree(REPO / code_dir, repo / code_dir,
                         ignore=shutil.ignore_patterns("__pycache__"))
     (repo / "datasets").mkdir()
     (repo / "data" / "samples").mkdir(parents=True)
     shutil.copy(REPO / "data" / "samples" / f"{NAME}.csv", repo / "data" / "samples")
-    params = (repo / "params.yaml").read_text()
-    params = re.sub(r"datasets:\n(  .*\n)+",
-                    f"datasets:\n  {NAME}: {{source: data/samples/{NAME}.csv}}\n", params)
-    (repo / "params.yaml").write_text(params)
     spec = yaml.safe_load((REPO / "datasets" / f"{NAME}.yaml").read_text())
     spec["model"] = {"base": str(model)}
     spec["train"] = {**spec.get("train", {}), "epochs": 1, "lr": 5e-3}
@@ -67,8 +62,8 @@ def make_repo(repo: Path, model: Path) -> None:
     spec["evaluate"] = {"latency_examples": 2}
     (repo / "datasets" / f"{NAME}.yaml").write_text(yaml.safe_dump(spec))
     (repo / ".gitignore").write_text(".prefect/\nmlflow.db\nmlartifacts/\n.tunesmith/\n")
-    for args in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
-                 ["git", "commit", "-qm", "init"]):
+    for args in (["git", "init", "-q"], ["dvc", "init", "-q"], ["tunesmith", "dvc-yaml"],
+                 ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
         sh(args, repo)
 
 

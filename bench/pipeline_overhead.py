@@ -80,9 +80,7 @@ def write_data(root: Path, rows: int, seed: int, quick: bool) -> None:
 def make_project(root: Path, quick: bool, epochs: float | None = None) -> None:
     (root / "datasets").mkdir(parents=True)
     (root / "data").mkdir()
-    params = (REPO / "params.yaml").read_text()
-    params = re.sub(r"datasets:\n(  .*\n)+", "datasets:\n  sst: {source: data/sst.csv}\n", params)
-    (root / "params.yaml").write_text(params)
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
     (root / "datasets" / "sst.yaml").write_text(
         "source: {path: data/sst.csv}\ncolumns: {text: text, label: label}\n"
         "labels: [negative, positive]\nlabel_map: {0: negative, 1: positive}\n"

@@ -1,7 +1,8 @@
 """The retrain flow: ingest -> clean -> validate -> tokenize -> train -> evaluate -> register.
 
-No step logic lives here: each Prefect task calls the same `tasks.<step>.<step>(cfg)` that
-`dvc.yaml` and the tests call. This module adds what orchestration is for: retries on the
+No step logic lives here: each Prefect task runs the step through the same
+`tunesmith.runner.run_step` that `tunesmith step` (so `dvc.yaml`) and the tests use. This
+module adds what orchestration is for: retries on the
 steps that touch the outside world, a training timeout, skipping steps whose inputs are
 unchanged (a Prefect cache keyed by `tunesmith.fingerprint.step_key`), one retrain per
 dataset at a time, and artifacts a reviewer reads in the Prefect UI.
@@ -10,7 +11,6 @@ dataset at a time, and artifacts a reviewer reads in the Prefect UI.
 from __future__ import annotations
 
 import importlib
-import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,12 +21,13 @@ from prefect.context import TaskRunContext
 
 from flows.artifacts import publish_eval, publish_register, publish_validation
 from flows.lock import dataset_lock
+from tunesmith import tracking
 from tunesmith.config import Config, dataset_names, find_root, load_config
 from tunesmith.errors import TunesmithError, ValidationFailed
-from tunesmith.fingerprint import code_digest, output_present, step_key
+from tunesmith.fingerprint import output_present, step_key
+from tunesmith.steps import STEPS
 
 GX_MODULE = "great_expectations.expectations"  # what tunesmith.validation.suites imports
-STEPS = ("ingest", "clean", "validate", "tokenize", "train", "evaluate", "register")
 
 
 @dataclass
@@ -39,15 +40,9 @@ class RetrainSummary:
     results: dict[str, Any] = field(default_factory=dict)
 
 
-def _call_step(step: str, cfg: Config) -> Any:
-    from tunesmith import tracking
-
-    func = getattr(importlib.import_module(f"tasks.{step}"), step)
-    return tracking.run_step(cfg, step, func)  # the pipeline's MLflow run, see tracking
-
-
 def _cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
-    return step_key(parameters["cfg"], parameters["step"], parameters["code"])
+    # What the step's declaration says it reads, resolved now (tunesmith.fingerprint).
+    return step_key(parameters["cfg"], parameters["step"])
 
 
 def _retry_only_transient(task, task_run, state) -> bool:
@@ -80,9 +75,11 @@ def make_step_task(step: str, cfg: Config):
     )
 
 
-def _step_body(step: str, cfg: Config, code: str) -> Any:
+def _step_body(step: str, cfg: Config) -> Any:
+    from tunesmith.runner import run_step
+
     get_run_logger().info("running %s for %s", step, cfg.name)
-    return _call_step(step, cfg)
+    return run_step(cfg, step)
 
 
 @flow(name="retrain", log_prints=True, validate_parameters=True)
@@ -92,15 +89,14 @@ def retrain(dataset: str, overrides: list[str] | None = None) -> RetrainSummary:
     started = time.perf_counter()
     cfg = load_config(dataset, overrides=overrides or [])  # bad override: fails before any task
     summary = RetrainSummary(dataset=dataset, status="completed")
-    code = code_digest()
     with dataset_lock(cfg) as acquired:
         if not acquired:
             logger.warning("another retrain of %s is running; skipping this one", dataset)
             summary.status = "skipped (locked)"
             return summary
-        _close_stale_run(cfg)
+        tracking.close_stale(cfg)
         for step in STEPS:
-            state = make_step_task(step, cfg)(step, cfg, code, return_state=True)
+            state = make_step_task(step, cfg)(step, cfg, return_state=True)
             if state.name == "Cached":
                 summary.cached.append(step)
             else:
@@ -108,7 +104,8 @@ def retrain(dataset: str, overrides: list[str] | None = None) -> RetrainSummary:
             try:
                 result = state.result()
             except BaseException as exc:
-                _fail_run(cfg)
+                # E.g. a train timeout that killed the task outside the run's own error path.
+                tracking.finish(cfg, "FAILED")
                 if isinstance(exc, ValidationFailed):
                     publish_validation(cfg, failed=True)
                 raise
@@ -118,23 +115,6 @@ def retrain(dataset: str, overrides: list[str] | None = None) -> RetrainSummary:
     logger.info("%s: ran %s, reused %s in %.1fs", dataset, summary.ran or "nothing",
                 summary.cached or "nothing", summary.seconds)
     return summary
-
-
-def _close_stale_run(cfg: Config) -> None:
-    """A run still RUNNING when a flow starts belongs to a pipeline that died (killed, power
-    loss) or stopped half way: this flow run is a new pipeline run, not part of that one."""
-    state = cfg.dirs.state / "mlflow_run.json"  # tracking.RUN_FILE, read here so that a
-    # no-op run (every step cached) does not pay for importing MLflow
-    if state.is_file() and json.loads(state.read_text(encoding="utf-8")).get("status") == "RUNNING":
-        _fail_run(cfg, "KILLED")
-
-
-def _fail_run(cfg: Config, status: str = "FAILED") -> None:
-    """A stopped pipeline ends its MLflow run FAILED (e.g. a train timeout that killed the
-    task outside the run's own error path), so the next pipeline run starts a fresh one."""
-    from tunesmith import tracking
-
-    tracking.finish_run(cfg, status)
 
 
 def _publish(step: str, cfg: Config, result: Any) -> None:
@@ -168,8 +148,6 @@ def open_tracking(dataset: str | None, overrides: list[str]) -> None:
     ~3 s it takes would otherwise land in the first step. Bad names/overrides raise here
     with the same one-line error `run_from_cli` gives.
     """
-    from tunesmith import tracking
-
     names = [dataset] if dataset else dataset_names(find_root())
     for name in names:
         try:

@@ -3,20 +3,36 @@
 Every run's model becomes a version of the registered model named after the dataset and
 gets alias `challenger`. It becomes `champion` only if `should_promote` says so; moving
 that alias is the very last action, so any failure before it leaves the old champion in
-place. The decision is recorded as tags, a markdown artifact and in the model card; the
-pipeline's MLflow run is closed (FINISHED) at the end.
+place. The decision is recorded as tags, a markdown artifact and in the model card. The
+model is logged into the pipeline's MLflow run, which the runner opens around this step
+(and closes FINISHED after it).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tunesmith import metrics as M
 from tunesmith.config import Config
 from tunesmith.errors import EnvironmentProblem
+from tunesmith.logged import Logged, relative
 from tunesmith.registry.gate import Decision, Gate, should_promote
+from tunesmith.steps import Step, narrowed, task_of
+
+STEP = Step(
+    name="register",
+    # train, model.base, description, source.path, labels: the model card tells them.
+    reads=("register", "tracking", "labels", "description", "source.path", "model.base",
+           "train", "tokenize.max_length", "evaluate.batch_size"),
+    inputs=("eval", "model", "clean"),
+    outputs=(),
+    uses=("log_model", "sample_inputs", "card_lines"),
+)
+# Run tags copied onto the model version: source sha256, split digests, the dvc.lock hash of
+# data/raw/NAME and data/clean/NAME, the git commit. Enough to say which data made a model.
+LINEAGE = ("data.", "dvc.ingest.", "dvc.clean.", "git.commit")
 
 
 @dataclass
@@ -28,29 +44,24 @@ class RegisterResult:
     decision: Decision
     run_id: str
     model_uri: str
-
-
-# Thresholds a causal LM cannot be measured on. params.yaml's default `f1_macro` threshold
-# reaches every dataset through the merge and cannot be deleted there, so it is skipped
-# (and said so) rather than failing every causal-LM run as "not measured".
-# Run tags copied onto the model version: source sha256, split digests, the dvc.lock hash of
-# data/raw/NAME and data/clean/NAME, the git commit. Enough to say which data made a model.
-LINEAGE = ("data.", "dvc.ingest.", "dvc.clean.", "git.commit")
-
-CLASSIFICATION_ONLY = frozenset({"accuracy", "f1_macro", "precision_macro", "recall_macro",
-                                 "mcc", "roc_auc", "pr_auc", "ece"})
+    logged: Logged = field(default_factory=Logged, repr=False)
 
 
 def gate_of(cfg: Config) -> tuple[Gate, list[str]]:
-    """The gate for `cfg`'s task, and a reason line per threshold it leaves out."""
+    """The gate for `cfg`'s task, and a reason line per threshold it leaves out.
+
+    params.yaml's default `f1_macro` threshold reaches every dataset through the merge and
+    cannot be deleted there, so a threshold on a metric the task type never measures is
+    skipped (and said so) rather than failing every run as "not measured".
+    """
+    task = task_of(cfg, "register")
     r = cfg.register_
     thresholds, skipped = dict(r.thresholds), []
-    if cfg.task == "causal-lm":
-        for metric in sorted(CLASSIFICATION_ONLY & set(thresholds)):
-            thresholds.pop(metric)
-            skipped.append(f"skip threshold {metric}: not a causal-lm metric")
-    name = "pixels+histogram LR" if cfg.task == "image-classification" else "TF-IDF+LR"
-    return Gate(thresholds, r.margin, r.primary_metric, r.require_beat_baseline, name), skipped
+    for metric in sorted(set(thresholds) - task.MEASURES):
+        thresholds.pop(metric)
+        skipped.append(f"skip threshold {metric}: not a {task.NAME} metric")
+    gate = Gate(thresholds, r.margin, r.primary_metric, r.require_beat_baseline, task.BASELINE)
+    return gate, skipped
 
 
 def decide(cfg: Config, report: dict[str, Any], current_champion: int | None) -> Decision:
@@ -71,18 +82,7 @@ def decide(cfg: Config, report: dict[str, Any], current_champion: int | None) ->
     return decision
 
 
-def sample_texts(cfg: Config, n: int = 4) -> list[str]:
-    """A few test texts for the load-and-predict check (a fixed one if there is no split)."""
-    import pandas as pd
-
-    path = cfg.dirs.clean / "test.parquet"
-    column = {"causal-lm": "prompt", "image-classification": "image"}.get(cfg.task, "text")
-    texts = pd.read_parquet(path)[column].astype(str).head(n).tolist() if path.is_file() else []
-    if cfg.task == "image-classification":  # paths inside the clean split -> absolute
-        return [str(cfg.dirs.clean / p) for p in texts]
-    return texts or ["an example text to classify"]
-
-
+@narrowed
 def register(cfg: Config) -> RegisterResult:
     """Log, register and gate the evaluated model of `cfg` (see the module docstring)."""
     import mlflow
@@ -96,48 +96,43 @@ def register(cfg: Config) -> RegisterResult:
         raise EnvironmentProblem(f"{metrics_path}: not found; run the evaluate step first")
     if not (model_dir / "config.json").is_file():
         raise EnvironmentProblem(f"{model_dir}: no trained model here; run the train step first")
+    if (active := mlflow.active_run()) is None:
+        raise EnvironmentProblem("register logs into the pipeline's MLflow run: run it with "
+                                 f"`tunesmith step register --dataset {cfg.name}`")
+    run_id = active.info.run_id
     report = json.loads(metrics_path.read_text(encoding="utf-8"))
-
-    with tracking.active_run(cfg, "register") as run_id:
-        client = tracking.configure(cfg)
-        current = store.version_for(cfg, store.CHAMPION)
-        decision = decide(cfg, report, int(current.version) if current else None)
-        if cfg.task == "causal-lm":
-            info = store.log_generator(cfg, model_dir)
-            store.smoke_test(info.model_uri, sample_texts(cfg, 2), expect=("response",))
-        elif cfg.task == "image-classification":
-            info = store.log_image_classifier(cfg, model_dir, cfg.labels)
-            store.smoke_test(info.model_uri, sample_texts(cfg), column="image")
-        else:
-            info = store.log_classifier(cfg, model_dir, cfg.labels)
-            store.smoke_test(info.model_uri, sample_texts(cfg))
-        adapter = cfg.dirs.model / "adapter"
-        if adapter.is_dir():
-            mlflow.log_artifacts(str(adapter), "adapter")
-        mv = store.register_version(cfg, info.model_uri)
-        verdict = "promote" if decision.promote else "keep champion"
-        # The data version this model came from, on the version itself (see LINEAGE).
-        lineage = {k: v for k, v in client.get_run(run_id).data.tags.items()
-                   if k.startswith(LINEAGE)}
-        for key, value in {"gate.decision": verdict, "gate.reasons": "\n".join(decision.reasons),
-                           "run_id": run_id, **lineage}.items():
-            client.set_model_version_tag(cfg.name, mv.version, key, value[:5000])
-        mlflow.set_tags({"gate.decision": verdict, "registered.version": mv.version,
-                         "gate.reasons": "\n".join(decision.reasons)[:5000]})
-        mlflow.log_text(decision.markdown(f"Gate decision for {cfg.name} v{mv.version}"),
-                        "gate_decision.md")
-        summary_path = cfg.dirs.model / "train_summary.json"
-        card = modelcard.render(
-            cfg, mv.version, run_id, report, decision,
-            json.loads(summary_path.read_text()) if summary_path.is_file() else None,
-            client.get_run(run_id).data.tags,
-        )
-        mlflow.log_text(card, "model_card.md")
-        client.update_model_version(cfg.name, mv.version, description=card)
-        store.set_alias(cfg, store.CHALLENGER, mv.version)
-        aliases = [store.CHALLENGER]
-        if decision.promote:
-            store.set_alias(cfg, store.CHAMPION, mv.version)  # last: see the module docstring
-            aliases.append(store.CHAMPION)
-    tracking.finish_run(cfg)
-    return RegisterResult(int(mv.version), aliases, decision, run_id, info.model_uri)
+    task = task_of(cfg, "register")
+    client = tracking.configure(cfg)
+    current = store.version_for(cfg, store.CHAMPION)
+    decision = decide(cfg, report, int(current.version) if current else None)
+    info = task.log_model(cfg, model_dir)
+    store.smoke_test(info.model_uri, task.sample_inputs(cfg), task.PREDICTS)
+    mv = store.register_version(cfg, info.model_uri)
+    verdict = "promote" if decision.promote else "keep champion"
+    reasons = "\n".join(decision.reasons)
+    # The data version this model came from, on the version itself (see LINEAGE).
+    run_tags = client.get_run(run_id).data.tags
+    lineage = {k: v for k, v in run_tags.items() if k.startswith(LINEAGE)}
+    for key, value in {"gate.decision": verdict, "gate.reasons": reasons, "run_id": run_id,
+                       **lineage}.items():
+        client.set_model_version_tag(cfg.name, mv.version, key, value[:5000])
+    summary_path = cfg.dirs.model / "train_summary.json"
+    card = modelcard.render(
+        cfg, task, mv.version, run_id, report, decision,
+        json.loads(summary_path.read_text()) if summary_path.is_file() else None, run_tags)
+    client.update_model_version(cfg.name, mv.version, description=card)
+    store.set_alias(cfg, store.CHALLENGER, mv.version)
+    aliases = [store.CHALLENGER]
+    if decision.promote:
+        store.set_alias(cfg, store.CHAMPION, mv.version)  # last: see the module docstring
+        aliases.append(store.CHAMPION)
+    adapter = cfg.dirs.model / "adapter"
+    logged = Logged(
+        tags={"gate.decision": verdict, "registered.version": str(mv.version),
+              "gate.reasons": reasons},
+        texts=[("gate_decision.md",
+                decision.markdown(f"Gate decision for {cfg.name} v{mv.version}")),
+               ("model_card.md", card)],
+        artifacts=[(relative(adapter, cfg.root), "adapter")] if adapter.is_dir() else [],
+    )
+    return RegisterResult(int(mv.version), aliases, decision, run_id, info.model_uri, logged)

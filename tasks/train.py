@@ -1,22 +1,36 @@
 """train: fine-tune the base model on the tokenized splits (see tunesmith/training/run.py).
 
 Maps the typed Config onto a `TrainRequest`; the training core itself never sees pydantic,
-so the same core runs on an accelerator machine with only torch/transformers/peft.
+so the same core runs on an accelerator machine with only torch/transformers/peft. The
+task type's training functions (model class, data, collator, metrics) are called by the
+core through tunesmith.tasktypes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tunesmith.config import Config
 from tunesmith.errors import ConfigError, DataError
+from tunesmith.logged import Logged, relative
 from tunesmith.models import resolve_base
+from tunesmith.steps import BASE_MODEL, Step, narrowed, task_of
 
 if TYPE_CHECKING:
     from tunesmith.training.run import TrainRequest
+
+STEP = Step(
+    name="train",
+    reads=("train", "model", "labels"),
+    inputs=("tokenized", BASE_MODEL),
+    outputs=("model",),
+    uses=("load_model", "training_data", "collator", "metric_fns", "best_metric",
+          "finish_val_metrics"),
+)
 
 # The training core (torch, transformers: ~10 s to import) is imported inside the functions:
 # the flow unpickles TrainResult on every cached run, which must not pay for it.
@@ -32,6 +46,7 @@ class TrainResult:
     total_params: int
     wall_time_s: float
     resumed: bool
+    logged: Logged = field(default_factory=Logged, repr=False)
 
 
 def build_request(cfg: Config) -> TrainRequest:
@@ -46,15 +61,16 @@ def build_request(cfg: Config) -> TrainRequest:
     if not meta or not (tokenized / "train").is_dir() or not (tokenized / "val").is_dir():
         raise DataError(f"{tokenized}: no tokenized train/val splits: run `tunesmith step tokenize "
                         f"--dataset {cfg.name}` first")
-    if cfg.task != "causal-lm" and meta.get("labels") != cfg.labels:
+    if task_of(cfg, "train").LABELLED and meta.get("labels") != cfg.labels:
         raise DataError(f"{tokenized / 'meta.json'}: labels {meta.get('labels')} differ from the "
                         f"config's {cfg.labels}: rerun the tokenize step")
-    warm = cfg.train.warm_start
-    if warm:
-        path = Path(warm) if Path(warm).is_absolute() else cfg.root / warm
+    options = cfg.train
+    if options.warm_start:
+        path = Path(options.warm_start)
+        path = path if path.is_absolute() else cfg.root / path
         if not path.is_dir():
             raise ConfigError(f"train.warm_start: {path} is not a directory")
-        cfg = cfg.model_copy(update={"train": _with_warm_start(cfg, str(path))})
+        options = dataclasses.replace(options, warm_start=str(path))
     return TrainRequest(
         base_model=resolve_base(cfg.model.base, cfg.root),
         task=cfg.task,
@@ -62,17 +78,12 @@ def build_request(cfg: Config) -> TrainRequest:
         tokenized_dir=tokenized,
         output_dir=cfg.dirs.model,
         checkpoint_dir=cfg.dirs.state / "checkpoints",
-        options=cfg.train,
+        options=options,
         data_digest=json.dumps(meta.get("data_digest", ""), sort_keys=True),
     )
 
 
-def _with_warm_start(cfg: Config, path: str):
-    from dataclasses import replace
-
-    return replace(cfg.train, warm_start=path)
-
-
+@narrowed
 def train(cfg: Config) -> TrainResult:
     """Train per `cfg.train`; writes cfg.dirs.model/{model,adapter,train_summary.json,curve.csv}."""
     from tunesmith.training.run import train_model
@@ -87,4 +98,26 @@ def train(cfg: Config) -> TrainResult:
         total_params=summary.total_params,
         wall_time_s=round(summary.wall_time_s, 2),
         resumed=summary.resumed_from is not None,
+        logged=_logged(cfg, dataclasses.asdict(summary)),
+    )
+
+
+def _logged(cfg: Config, summary: dict) -> Logged:
+    """The curve as step metrics `curve/<column>`, the summary's numbers as `train/*`."""
+    from tunesmith.plots import read_curve
+
+    series = []
+    curve = read_curve(cfg.dirs.model / "curve.csv")
+    if curve is not None:
+        numeric = curve.select_dtypes("number")
+        steps = numeric["step"] if "step" in numeric else range(len(numeric))
+        series = [(f"curve/{col}", float(value), int(step))
+                  for col in numeric.columns if col != "step"
+                  for step, value in zip(steps, numeric[col], strict=False) if value == value]
+    return Logged(
+        metrics={f"train/{k}": v for k, v in summary.items()
+                 if isinstance(v, int | float) and not isinstance(v, bool)},
+        series=series,
+        artifacts=[(relative(cfg.dirs.model / name, cfg.root), "training")
+                   for name in ("curve.csv", "train_summary.json")],
     )

@@ -52,7 +52,8 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     corpus = [t for t, _ in make_rows(400)] + ["free prize call now win cash text stop"] * 3
-    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
+    tok.train_from_iterator(corpus,
+                            trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
     from tokenizers.processors import TemplateProcessing
 
     tok.post_processor = TemplateProcessing(
@@ -65,11 +66,40 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
         sep_token="[SEP]", mask_token="[MASK]", model_max_length=64,
     )
     fast.save_pretrained(out)
+    import torch
+
+    torch.manual_seed(0)  # the same weights every session: tests that train are repeatable
     config = BertConfig(
         vocab_size=fast.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=64, max_position_embeddings=64, num_labels=2,
     )
     BertForSequenceClassification(config).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer GPT-2 of width 32 with a byte-level BPE trained on toy text (~100 KB)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(
+        [t for t, _ in make_rows(200)] + ["### Instruction: Response: positive negative"],
+        trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()),
+    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
+                                   bos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    out = tmp_path_factory.mktemp("tiny-gpt2")
+    fast.save_pretrained(out)
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(fast), n_positions=128, n_embd=32, n_layer=2, n_head=2,
+                        bos_token_id=fast.eos_token_id, eos_token_id=fast.eos_token_id)
+    GPT2LMHeadModel(config).save_pretrained(out)
     return out
 
 

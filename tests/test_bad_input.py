@@ -23,7 +23,8 @@ def _bad_source(project: Path, content: bytes | None = None, rows=None, header=(
 
 CASES = {
     "missing file": (lambda p: (p / "data/toy.csv").unlink(), "ingest", "file not found"),
-    "bad encoding": (lambda p: _bad_source(p, "text,label\ncaf\xe9 au lait,pos\n".encode("latin-1")),
+    "bad encoding": (lambda p: _bad_source(
+        p, "text,label\ncaf\xe9 au lait,pos\n".encode("latin-1")),
                      "ingest", "not valid utf-8"),
     "wrong delimiter": (lambda p: _bad_source(p, b"text;label\nhello there;pos\nbad one;neg\n"),
                         "ingest", "wrong delimiter?"),

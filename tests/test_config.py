@@ -57,9 +57,17 @@ def test_label_map_keys_become_strings(project: Path):
     assert load_config("toy", project).label_map == {"0": "neg", "1": "pos"}
 
 
-def test_dvc_index_must_match_dataset_source(project: Path):
-    params = project / "params.yaml"
-    params.write_text(params.read_text().replace(
-        "sms_spam: {source: data/samples/sms_spam.csv}", "toy: {source: data/other.csv}"))
-    with pytest.raises(ConfigError, match=r"datasets.toy.source is 'data/other.csv'"):
-        load_config("toy", project)
+def test_the_source_is_written_once_and_a_stale_dvc_yaml_is_one_line(project: Path):
+    """datasets/NAME.yaml holds the source; dvc.yaml derives from it. Pointing the dataset at
+    a new file without regenerating fails at the NAME-inputs stage, naming the fix."""
+    from tunesmith import dvcfile
+
+    dvcfile.write(project)
+    dvcfile.resolve(load_config("toy", project))  # current: writes the inputs files
+    assert (project / ".tunesmith" / "toy" / "inputs" / "train.json").is_file()
+    path = project / "datasets" / "toy.yaml"
+    path.write_text(path.read_text().replace("data/toy.csv", "data/other.csv"))
+    with pytest.raises(ConfigError, match=r"stage toy-ingest is out of date.*tunesmith dvc-yaml"):
+        dvcfile.resolve(load_config("toy", project))
+    dvcfile.write(project)
+    dvcfile.resolve(load_config("toy", project))

@@ -7,7 +7,7 @@ from cli_helpers import run_cli
 from conftest import make_rows, write_csv
 
 from tunesmith.config import load_config
-from tunesmith.datasets import dvc_entries
+from tunesmith.dvcfile import generate, render
 
 
 def test_add_infers_labels_registers_for_dvc_and_checks(project: Path, monkeypatch, capsys):
@@ -21,9 +21,6 @@ def test_add_infers_labels_registers_for_dvc_and_checks(project: Path, monkeypat
     spec = yaml.safe_load((project / "datasets" / "reviews.yaml").read_text())
     assert spec["labels"] == ["bad", "good"]
     assert spec["label_map"] == {"0": "bad", "1": "good"}
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    assert params["datasets"]["reviews"] == {"source": "data/reviews.csv"}
-    assert "# Defaults for every dataset" in (project / "params.yaml").read_text()  # comments kept
     assert "60 rows in, 60 kept" in result.out
     assert "validation: passed" in result.out
     assert "splits: train 48, val 6, test 6" in result.out
@@ -34,25 +31,27 @@ def test_add_infers_labels_registers_for_dvc_and_checks(project: Path, monkeypat
     assert "reviews" in listed.out and "toy" in listed.out
 
 
-def test_add_lists_the_new_datasets_metrics_and_plots_in_dvc_yaml(project: Path, monkeypatch,
-                                                                   capsys):
+def test_add_regenerates_dvc_yaml_with_the_new_dataset(project: Path, monkeypatch, capsys):
     from conftest import REPO
 
     (project / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
-    before = yaml.safe_load((REPO / "dvc.yaml").read_text())
     write_csv(project / "data" / "reviews.csv", make_rows(30))
     args = ["dataset", "add", "reviews", "--source", "data/reviews.csv", "--text-col", "text",
             "--label-col", "label", "--no-check"]
     assert run_cli(args, project, monkeypatch, capsys).code == 0
     assert run_cli([*args, "--force"], project, monkeypatch, capsys).code == 0  # no duplicates
-    dvc = yaml.safe_load((project / "dvc.yaml").read_text())
-    assert dvc["metrics"] == [*before["metrics"], "reports/reviews/eval/metrics.json"]
+    text = (project / "dvc.yaml").read_text()
+    assert text == render(generate(project))  # the project's datasets only, not the repo's
+    dvc = yaml.safe_load(text)
+    assert dvc["metrics"] == ["reports/reviews/eval/metrics.json", "reports/toy/eval/metrics.json"]
+    assert "data/reviews.csv" in dvc["stages"]["reviews-ingest"]["deps"]
+    assert dvc["stages"]["reviews-train"]["outs"] == ["models/reviews"]
     plots = {next(iter(p)): next(iter(p.values())) for p in dvc["plots"]}
     assert plots["reports/reviews/eval/confusion.csv"] == {
         "template": "confusion", "x": "actual", "y": "predicted",
         "title": "reviews confusion matrix (test)"}
     assert plots["models/reviews/curve.csv"]["y"] == ["loss", "eval_loss"]
-    assert len(plots) == len(before["plots"]) + 4 and "stages" in dvc
+    assert len(plots) == 8
 
 
 def test_add_refuses_to_overwrite_and_bad_columns(project: Path, monkeypatch, capsys):
@@ -73,19 +72,13 @@ def test_check_reports_failed_expectations(project: Path, monkeypatch, capsys):
     assert "FAILED" in result.out
 
 
-def test_every_dataset_in_params_has_metrics_and_plots_in_dvc_yaml():
-    """The repo's own dvc.yaml: a dataset added by hand to params.yaml must get its entries too
-    (`tunesmith.datasets.dvc_entries` gives them)."""
+def test_the_committed_dvc_yaml_is_what_the_declarations_generate():
+    """dvc.yaml derives from datasets/*.yaml and each step's STEP declaration: a changed
+    declaration, import or dataset without `tunesmith dvc-yaml` fails here."""
     from conftest import REPO
 
-    names = yaml.safe_load((REPO / "params.yaml").read_text())["datasets"]
-    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    plots = {next(iter(p)) for p in dvc["plots"]}
-    for name in names:
-        assert f"reports/{name}/eval/metrics.json" in dvc["metrics"], name
-        assert f"models/{name}/curve.csv" in plots, name
-    for name in ("sms_spam", "shapes"):  # the bundled samples: exactly what dataset add writes
-        assert all(block in (REPO / "dvc.yaml").read_text() for block in dvc_entries(name).values())
+    assert (REPO / "dvc.yaml").read_text() == render(generate(REPO)), (
+        "dvc.yaml is stale: run `tunesmith dvc-yaml` and commit it")
 
 
 def test_add_schedules_the_new_dataset_in_prefect_yaml(project: Path, monkeypatch, capsys):

@@ -16,19 +16,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, make_rows, write_csv
+from conftest import make_rows, write_csv
+from dvc_helpers import STEPS, make_dvc_repo, ran, sh, stages
 
-from tunesmith.datasets import dvc_entries
-
-STEPS = ("ingest", "clean", "validate", "tokenize", "train", "evaluate", "register")
 NOT_QUALITY = re.compile(r"^(latency_|model_size_mb$)")  # timings and on-disk size vary
 
 # No train.lr here: `dvc exp run -S train.lr=...` edits params.yaml, which a dataset YAML
@@ -44,56 +39,19 @@ register: {{require_beat_baseline: false}}
 """
 
 
-def _env() -> dict[str, str]:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING": "false"}
-    for key in ("TUNESMITH_ROOT", "MLFLOW_TRACKING_URI", "PREFECT_API_URL"):
-        env.pop(key, None)
-    return env
-
-
-def _sh(args: list[str], cwd: Path) -> str:
-    done = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, f"{args} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done.stdout + done.stderr
-
-
-def _ran(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([\w@-]+)'", output))
-
-
-def make_repo(repo: Path, tiny_bert: Path) -> Path:
-    """The project's dvc.yaml, params.yaml, .dvc/config and code, with one tiny dataset."""
-    (repo / "datasets").mkdir(parents=True)
-    (repo / "data").mkdir()
-    for name in ("params.yaml", ".gitignore"):
-        shutil.copy(REPO / name, repo / name)
-    # The stages as they are; the top-level metrics/plots (per dataset) for `toy` only, as
-    # `tunesmith dataset add` writes them.
-    stages = (REPO / "dvc.yaml").read_text().split("\nmetrics:")[0]
-    toy = dvc_entries("toy")
-    (repo / "dvc.yaml").write_text(f"{stages}\nmetrics:\n{toy['metrics']}\nplots:\n{toy['plots']}")
-    for code_dir in ("tasks", "tunesmith"):  # dvc.yaml's code deps
-        shutil.copytree(REPO / code_dir, repo / code_dir,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    params = (repo / "params.yaml").read_text()
-    params = re.sub(r"datasets:\n(  .*\n)+", "datasets:\n  toy: {source: data/toy.csv}\n", params)
-    # Shrunk training through params.yaml itself, the file `dvc exp run -S` edits.
+def _shrunk(params: str) -> str:
+    """Shrunk training through params.yaml itself, the file `dvc exp run -S` edits."""
     params = (params.replace("  epochs: 3\n", "  epochs: 4\n")
               .replace("  lr: 5.0e-5\n", "  lr: 5.0e-3\n")
               .replace("  batch_size: 32\n", "  batch_size: 8\n"))
     assert "  epochs: 4\n" in params and "  lr: 5.0e-3\n" in params
-    (repo / "params.yaml").write_text(params)
-    write_csv(repo / "data" / "toy.csv", make_rows(60))
-    (repo / "datasets" / "toy.yaml").write_text(TOY_YAML.format(base=tiny_bert))
-    _sh(["git", "init", "-q"], repo)
-    _sh(["dvc", "init", "-q"], repo)
-    shutil.copy(REPO / ".dvc" / "config", repo / ".dvc" / "config")  # the project's remote
-    _sh(["git", "add", "-A"], repo)
-    _sh(["git", "commit", "-qm", "init"], repo)
-    return repo
+    return params
+
+
+def make_repo(repo: Path, tiny_bert: Path) -> Path:
+    """The project's params.yaml (training shrunk), .dvc/config and code, one tiny dataset."""
+    return make_dvc_repo(repo, {"toy": TOY_YAML.format(base=tiny_bert)},
+                         {"toy": lambda path: write_csv(path, make_rows(60))}, _shrunk)
 
 
 def quality(path: Path) -> dict:
@@ -144,8 +102,8 @@ def test_dvc_repro_and_tunesmith_run_give_the_same_model(tmp_path: Path, tiny_be
     via_dvc = make_repo(tmp_path / "dvc", tiny_bert)
     via_cli = make_repo(tmp_path / "cli", tiny_bert)
 
-    assert _ran(_sh(["dvc", "repro"], via_dvc)) == {f"{s}@toy" for s in STEPS}
-    out = _sh(["tunesmith", "run", "--dataset", "toy"], via_cli)
+    assert ran(sh(["dvc", "repro"], via_dvc)) == stages("toy", ("inputs", *STEPS))
+    out = sh(["tunesmith", "run", "--dataset", "toy"], via_cli)
     assert "toy: completed; ran ingest, clean, validate, tokenize, train, evaluate, register" in out
 
     metrics = "reports/toy/eval/metrics.json"
@@ -175,22 +133,23 @@ def _run_inputs(repo: Path, version: int) -> dict[str, str]:
 @pytest.mark.slow
 def test_experiments_new_data_and_the_local_remote(tmp_path: Path, tiny_bert: Path):
     repo = make_repo(tmp_path / "repo", tiny_bert)
-    _sh(["dvc", "repro"], repo)
-    _sh(["git", "add", "-A"], repo)
-    _sh(["git", "commit", "-qm", "baseline"], repo)
+    sh(["dvc", "repro"], repo)
+    sh(["git", "add", "-A"], repo)
+    sh(["git", "commit", "-qm", "baseline"], repo)
 
     # An experiment on one param re-runs only what depends on it.
-    out = _sh(["dvc", "exp", "run", "-n", "low-lr", "-S", "train.lr=0.0001"], repo)
-    assert _ran(out) == {"train@toy", "evaluate@toy", "register@toy"}
-    show = _sh(["dvc", "exp", "show", "--csv"], repo)
+    out = sh(["dvc", "exp", "run", "-n", "low-lr", "-S", "train.lr=0.0001"], repo)
+    # The inputs stage re-resolves params; only the steps that read train.lr re-run.
+    assert ran(out) == stages("toy", ("inputs", "train", "evaluate", "register"))
+    show = sh(["dvc", "exp", "show", "--csv"], repo)
     header, *rows = list(csv.reader(show.strip().splitlines()))
     assert "train.lr" in header and "f1_macro" in header
     low = next(r for r in rows if r[header.index("Experiment")] == "low-lr")
     assert float(low[header.index("train.lr")]) == 0.0001
-    diff = json.loads(_sh(["dvc", "metrics", "diff", "--json"], repo))
+    diff = json.loads(sh(["dvc", "metrics", "diff", "--json"], repo))
     changed = diff["reports/toy/eval/metrics.json"]
     assert {"ece", "roc_auc"} & set(changed)  # continuous scores move with a 50x lower lr
-    plots = json.loads(_sh(["dvc", "plots", "diff", "HEAD", "--json"], repo))
+    plots = json.loads(sh(["dvc", "plots", "diff", "HEAD", "--json"], repo))
     roc = plots["data"]["reports/toy/eval/roc.csv"][0]
     assert set(roc["revisions"]) == {"HEAD", "workspace"}
     assert {"models/toy/curve.csv", "reports/toy/eval/confusion.csv"} <= set(plots["data"])
@@ -198,7 +157,7 @@ def test_experiments_new_data_and_the_local_remote(tmp_path: Path, tiny_bert: Pa
     # New rows are a new data version: everything re-runs and a new version is registered.
     with (repo / "data" / "toy.csv").open("a", newline="") as fh:
         csv.writer(fh).writerows(make_rows(90, seed=7)[60:])
-    assert _ran(_sh(["dvc", "repro"], repo)) == {f"{s}@toy" for s in STEPS}
+    assert ran(sh(["dvc", "repro"], repo)) == stages("toy")
     v1, v2, v3 = (_version_data(repo, v) for v in (1, 2, 3))
     assert v1 == v2  # the experiment changed lr, not data
     new_sha = hashlib.sha256((repo / "data" / "toy.csv").read_bytes()).hexdigest()
@@ -212,13 +171,13 @@ def test_experiments_new_data_and_the_local_remote(tmp_path: Path, tiny_bert: Pa
     assert [r.info.status for r in pipeline_runs(repo)] == ["FINISHED"] * 3
 
     # The default remote is the local folder; push, lose the cache and outputs, pull back.
-    remotes = _sh(["dvc", "remote", "list"], repo)
+    remotes = sh(["dvc", "remote", "list"], repo)
     assert re.search(r"^local\s+\S*dvc-remote\s+\(default\)", remotes, re.M), remotes
-    _sh(["dvc", "remote", "modify", "local", "url", str(tmp_path / "remote")], repo)
-    assert "pushed" in _sh(["dvc", "push"], repo)
+    sh(["dvc", "remote", "modify", "local", "url", str(tmp_path / "remote")], repo)
+    assert "pushed" in sh(["dvc", "push"], repo)
     before = (repo / "reports/toy/eval/metrics.json").read_bytes()
     for lost in (".dvc/cache", "data/raw", "data/clean", "data/tokenized", "models", "reports"):
         shutil.rmtree(repo / lost)
-    assert re.search(r"\d+ files? (fetched|added)", _sh(["dvc", "pull"], repo))
+    assert re.search(r"\d+ files? (fetched|added)", sh(["dvc", "pull"], repo))
     assert (repo / "reports/toy/eval/metrics.json").read_bytes() == before
-    assert "up to date" in _sh(["dvc", "status"], repo)
+    assert "up to date" in sh(["dvc", "status"], repo)

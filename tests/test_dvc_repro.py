@@ -1,72 +1,106 @@
-"""A real `dvc repro` in a temporary git repository: runs everything, then nothing, then
-only the stages of the dataset whose YAML changed."""
+"""A real `dvc repro` in a temporary git repository: everything, then nothing, then exactly
+the stages that read what changed (the step declarations, tunesmith/steps.py)."""
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-from conftest import REPO, make_rows, write_csv, write_dataset_yaml
+from conftest import make_rows, write_csv
+from dvc_helpers import STEPS, make_dvc_repo, ran, sh, stages
 
-STAGES = ("ingest", "clean", "validate", "tokenize", "train", "evaluate", "register")
-
-
-def _sh(args: list[str], cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    env.pop("TUNESMITH_ROOT", None)
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, f"{args} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done.stdout + done.stderr
-
-
-def _ran(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([\w@-]+)'", output))
-
-
-@pytest.fixture
-def dvc_repo(tmp_path: Path, tiny_bert: Path) -> Path:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(REPO / name, repo / name)
-    for code_dir in ("tasks", "tunesmith"):  # dvc.yaml's code deps
-        shutil.copytree(REPO / code_dir, repo / code_dir,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    (repo / "datasets").mkdir()
-    (repo / "data").mkdir()
-    params = (repo / "params.yaml").read_text()
-    params = re.sub(r"datasets:\n(  .*\n)+",
-                    "datasets:\n  toy: {source: data/toy.csv}\n  toy2: {source: data/toy2.csv}\n",
-                    params)
-    (repo / "params.yaml").write_text(params)
-    for i, name in enumerate(("toy", "toy2")):
-        write_csv(repo / "data" / f"{name}.csv", make_rows(60, seed=i))
-        write_dataset_yaml(repo, name, base=str(tiny_bert),
-                           extra="train: {epochs: 1, batch_size: 16}\nevaluate: {latency_examples: 2}\n")
-    _sh(["git", "init", "-q"], repo)
-    _sh(["dvc", "init", "-q"], repo)
-    _sh(["git", "add", "-A"], repo)
-    _sh(["git", "commit", "-qm", "init"], repo)
-    return repo
+TEXT_YAML = """source: {{path: data/{name}.csv}}
+columns: {{text: text, label: label}}
+labels: [neg, pos]
+validate: {{min_rows: 10, min_class_share: 0.2, max_label_drift: 0.3}}
+model: {{base: {base}}}
+tokenize: {{max_length: 32}}
+train: {{epochs: 1, batch_size: 16, lr: 5.0e-3}}
+evaluate: {{latency_examples: 2}}
+"""
+CHAT_YAML = """task: causal-lm
+source: {path: data/chat.csv}
+columns: {prompt: text, response: label}
+validate: {min_rows: 10}
+model: {base: %s}
+tokenize: {max_length: 48}
+"""
 
 
-def test_dvc_repro_runs_all_then_nothing_then_one_dataset(dvc_repo: Path):
-    first = _ran(_sh(["dvc", "repro"], dvc_repo))
-    assert first == {f"{s}@{d}" for s in STAGES for d in ("toy", "toy2")}
-    assert (dvc_repo / "reports" / "toy" / "eval" / "metrics.json").is_file()
-    assert (dvc_repo / "dvc.lock").is_file()
+def _rows(seed: int):
+    return lambda path: write_csv(path, make_rows(60, seed=seed))
 
-    assert _ran(_sh(["dvc", "repro"], dvc_repo)) == set()
 
-    yaml_path = dvc_repo / "datasets" / "toy2.yaml"
+def test_dvc_repro_runs_all_then_nothing_then_only_what_reads_the_change(tmp_path: Path,
+                                                                          tiny_bert: Path):
+    repo = make_dvc_repo(
+        tmp_path / "repo",
+        {name: TEXT_YAML.format(name=name, base=tiny_bert) for name in ("toy", "toy2")},
+        {"toy": _rows(0), "toy2": _rows(1)})
+    first = ran(sh(["dvc", "repro"], repo))
+    assert first == stages("toy", ("inputs", *STEPS)) | stages("toy2", ("inputs", *STEPS))
+    assert (repo / "reports" / "toy" / "eval" / "metrics.json").is_file()
+    assert (repo / "dvc.lock").is_file()
+
+    assert ran(sh(["dvc", "repro"], repo)) == set()
+
+    # One validate key of one dataset: its inputs and validate stages; the verdict (passed,
+    # same data) is unchanged, so tokenize and everything after stay.
+    yaml_path = repo / "datasets" / "toy2.yaml"
     yaml_path.write_text(yaml_path.read_text().replace("min_rows: 10", "min_rows: 12"))
-    third = _ran(_sh(["dvc", "repro"], dvc_repo))
-    assert third and all(stage.endswith("@toy2") for stage in third)
-    assert "validate@toy2" in third
+    assert ran(sh(["dvc", "repro"], repo)) == stages("toy2", ("inputs", "validate"))
+
+    # register.primary_metric is read by evaluate (the baseline comparison) and register:
+    # both re-run for every dataset, training does not (regression: evaluate used to miss it).
+    params = repo / "params.yaml"
+    params.write_text(params.read_text().replace("primary_metric: f1_macro",
+                                                 "primary_metric: accuracy"))
+    assert ran(sh(["dvc", "repro"], repo)) == (
+        stages("toy", ("inputs", "evaluate", "register"))
+        | stages("toy2", ("inputs", "evaluate", "register")))
+
+
+def test_prompt_template_reaches_causal_tokenize_only(tmp_path: Path, tiny_bert: Path,
+                                                     tiny_gpt2: Path):
+    """Regression: causal-LM tokenize reads train.prompt_template; `dvc repro` used to keep
+    the stale tokens. A text dataset's tokenize does not read it and stays."""
+    repo = make_dvc_repo(
+        tmp_path / "repo",
+        {"chat": CHAT_YAML % tiny_gpt2, "toy": TEXT_YAML.format(name="toy", base=tiny_bert)},
+        {"chat": _rows(2), "toy": _rows(0)})
+    targets = ["chat-tokenize", "toy-tokenize"]
+    assert ran(sh(["dvc", "repro", *targets], repo)) == (
+        stages("chat", ("inputs", "ingest", "clean", "validate", "tokenize"))
+        | stages("toy", ("inputs", "ingest", "clean", "validate", "tokenize")))
+    before = (repo / "data" / "tokenized" / "chat" / "train").stat().st_mtime_ns
+    params = repo / "params.yaml"
+    text = params.read_text()
+    assert "prompt_template:" in text
+    params.write_text(text.replace("### Response:", "### Answer:"))
+    assert ran(sh(["dvc", "repro", *targets], repo)) == stages("chat", ("inputs", "tokenize")) \
+        | {"toy-inputs"}
+    assert (repo / "data" / "tokenized" / "chat" / "train").stat().st_mtime_ns != before
+
+
+def test_a_bad_config_fails_at_the_first_stage_in_one_line(tmp_path: Path, tiny_bert: Path):
+    repo = make_dvc_repo(tmp_path / "repo", {"toy": TEXT_YAML.format(name="toy", base=tiny_bert)},
+                         {"toy": _rows(0)})
+    path = repo / "datasets" / "toy.yaml"
+    path.write_text(path.read_text() + "train: {methd: lora}\n")  # a typo
+    out = sh(["dvc", "repro"], repo, ok=False)
+    assert ran(out) == {"toy-inputs"}  # nothing ran past the config check
+    assert "error: " in out and "datasets/toy.yaml: train.methd: unknown key" in out
+
+
+def test_a_moved_source_asks_for_dvc_yaml(tmp_path: Path, tiny_bert: Path):
+    """The source lives in datasets/NAME.yaml only: pointing it elsewhere without
+    regenerating dvc.yaml stops at NAME-inputs, saying what to run."""
+    repo = make_dvc_repo(tmp_path / "repo", {"toy": TEXT_YAML.format(name="toy", base=tiny_bert)},
+                         {"toy": _rows(0)})
+    write_csv(repo / "data" / "moved.csv", make_rows(60))
+    path = repo / "datasets" / "toy.yaml"
+    path.write_text(path.read_text().replace("data/toy.csv", "data/moved.csv"))
+    out = sh(["dvc", "repro"], repo, ok=False)
+    assert "stage toy-ingest is out of date" in out and "tunesmith dvc-yaml" in out
+    sh(["tunesmith", "dvc-yaml"], repo)
+    assert ran(sh(["dvc", "repro", "toy-ingest"], repo)) == stages("toy", ("inputs", "ingest"))
+    assert "data/moved.csv" in (repo / "data" / "raw" / "toy" / "manifest.json").read_text()

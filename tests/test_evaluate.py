@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +14,16 @@ import torch
 from conftest import SHARED_DATA, make_rows
 from mlflow.tracking import MlflowClient
 from registry_helpers import (
+    DEGRADED,
     one_torch_thread,  # noqa: F401 (a fixture, used by name)
+    run_pipeline,
     toy_config,
-    train_tiny,
-    write_splits,
 )
 
 from tasks.evaluate import evaluate
 from tasks.register import register
 from tunesmith import metrics as M
+from tunesmith import tracking
 from tunesmith.baseline import baseline_proba, fit_baseline
 from tunesmith.config import load_config
 from tunesmith.errors import DataError, EnvironmentProblem
@@ -81,62 +83,72 @@ def test_baseline_learns_keywords_and_pads_unseen_classes() -> None:
 # ----------------------------------------------------------------- the evaluate step
 
 
-def test_evaluate_writes_the_report_and_logs_it(project, tiny_bert) -> None:
+def test_evaluate_writes_the_report_and_logs_it(project) -> None:
     cfg = toy_config(project)
-    write_splits(cfg)
-    train_tiny(cfg, tiny_bert)
-    result = evaluate(cfg)
+    results = run_pipeline(cfg, until="evaluate")
+    result = results["evaluate"]
 
     out = cfg.dirs.eval
     report = json.loads((out / "metrics.json").read_text())
+    n = report["n"]
     assert report["f1_macro"] == result.metrics["f1_macro"] >= 0.7
-    assert report["n"] == 60 and sum(map(sum, report["confusion_matrix"])) == 60
+    assert n == 28 and sum(map(sum, report["confusion_matrix"])) == n
     assert set(report["per_class"]) == {"neg", "pos"}
     assert report["latency_ms_batch1"] > 0 and report["latency_ms_batched"] > 0
     assert 0 < report["model_size_mb"] < 1 and report["n_params"] > 1000
+    assert report["baseline"]["name"] == "TF-IDF+LR"
     assert report["baseline"]["accuracy"] >= 0.9  # one keyword decides the toy label
     assert "champion" not in report and result.champion_version is None
-    assert len(pd.read_csv(out / "confusion.csv")) == 60
+    assert len(pd.read_csv(out / "confusion.csv")) == n
     assert list(pd.read_csv(out / "roc.csv").columns) == ["class", "fpr", "tpr"]
     assert list(pd.read_csv(out / "pr.csv").columns) == ["class", "recall", "precision"]
     for png in ("confusion_matrix", "roc", "pr", "training_curves"):
         assert (out / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
     wrong = pd.read_csv(out / "misclassified.csv")
-    assert len(wrong) == 60 - round(report["accuracy"] * 60)
+    assert len(wrong) == n - round(report["accuracy"] * n)
     assert (out / "misclassified.md").read_text().startswith("# Worst misclassified")
 
     client = MlflowClient(tracking_uri(cfg), tracking_uri(cfg))
-    run = client.get_run(result.run_id)
+    run_id = json.loads((cfg.dirs.state / "mlflow_run.json").read_text())["run_id"]
+    run = client.get_run(run_id)
     assert run.info.status == "RUNNING"  # left open for register
     assert run.data.metrics["test/f1_macro"] == report["f1_macro"]
     assert run.data.metrics["baseline/f1_macro"] == report["baseline"]["f1_macro"]
     assert "class/pos/recall" in run.data.metrics
-    assert len(client.get_metric_history(result.run_id, "curve/loss")) == 30
-    logged = {a.path for a in client.list_artifacts(result.run_id, "eval")}
+    logged = {a.path for a in client.list_artifacts(run_id, "eval")}
     assert {"eval/metrics.json", "eval/confusion_matrix.png", "eval/misclassified.md"} <= logged
 
 
-def test_an_untrained_model_is_flagged_against_the_baseline(project, tiny_bert) -> None:
-    cfg = toy_config(project)
-    write_splits(cfg)
-    train_tiny(cfg, tiny_bert, steps=0)
-    result = evaluate(cfg)
+def test_an_untrained_model_is_flagged_against_the_baseline(project) -> None:
+    cfg = toy_config(project, *DEGRADED)
+    result = run_pipeline(cfg, until="evaluate")["evaluate"]
     assert result.baseline["f1_macro"] > result.metrics["f1_macro"]
     assert result.warnings and result.warnings[0].startswith("red flag")
     report = json.loads((cfg.dirs.eval / "metrics.json").read_text())
     assert report["beats_baseline"] is False
 
 
-def test_evaluate_names_what_is_missing(project, tiny_bert) -> None:
+def test_beating_the_baseline_follows_the_metric_direction(project) -> None:
+    """A lower-is-better primary metric: beating the baseline means a smaller value (the
+    gate's own rule, not `>=`)."""
+    cfg = toy_config(project, "register.primary_metric=ece")
+    run_pipeline(cfg, until="evaluate")
+    report = json.loads((cfg.dirs.eval / "metrics.json").read_text())
+    assert report["beats_baseline"] == (report["ece"] <= report["baseline"]["ece"])
+
+
+def test_evaluate_names_what_is_missing(project) -> None:
     cfg = toy_config(project)
     with pytest.raises(DataError, match="test.parquet: not found"):
         evaluate(cfg)
-    write_splits(cfg)
+    run_pipeline(cfg, until="validate")
     with pytest.raises(EnvironmentProblem, match="no trained model"):
         evaluate(cfg)
     frame = pd.read_parquet(cfg.dirs.clean / "test.parquet")
     frame.loc[3, "label"] = "meh"
     frame.to_parquet(cfg.dirs.clean / "test.parquet")
+    (cfg.dirs.model / "model").mkdir(parents=True)
+    (cfg.dirs.model / "model" / "config.json").write_text("{}")
     with pytest.raises(DataError, match="row 3: label 'meh' is not one of"):
         evaluate(cfg)
 
@@ -164,31 +176,7 @@ def test_baseline_on_sst2_is_a_real_bar() -> None:
 # ---------------------------------------------------------------------------- causal LM
 
 
-def tiny_gpt2(out: Path) -> Path:
-    """A 2-layer GPT-2 of width 32 with a byte-level BPE trained on toy text (as in
-    test_train_causal, which builds the same model for training)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(
-        [t for t, _ in make_rows(200)] + ["### Instruction: Response: positive negative"],
-        trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
-                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()),
-    )
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
-                                   bos_token="<|endoftext|>", unk_token="<|endoftext|>")
-    fast.save_pretrained(out)
-    torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(fast), n_positions=128, n_embd=32, n_layer=2, n_head=2,
-                        bos_token_id=fast.eos_token_id, eos_token_id=fast.eos_token_id)
-    GPT2LMHeadModel(config).save_pretrained(out)
-    return out
-
-
-def test_causal_lm_loss_perplexity_samples_and_champion(project) -> None:
+def test_causal_lm_loss_perplexity_samples_and_champion(project, tiny_gpt2) -> None:
     (project / "datasets" / "chat.yaml").write_text(
         "task: causal-lm\nsource: {path: data/chat.csv}\n"
         "columns: {prompt: prompt, response: response}\n"
@@ -196,7 +184,7 @@ def test_causal_lm_loss_perplexity_samples_and_champion(project) -> None:
         "tokenize: {max_length: 64}\n"
     )
     cfg = load_config("chat", project)
-    tiny_gpt2(cfg.dirs.model / "model")
+    shutil.copytree(tiny_gpt2, cfg.dirs.model / "model")
     cfg.dirs.clean.mkdir(parents=True)
     rows = make_rows(12)
     pd.DataFrame({"prompt": [f"Is this review positive? {t}" for t, _ in rows],
@@ -211,7 +199,8 @@ def test_causal_lm_loss_perplexity_samples_and_champion(project) -> None:
     samples = pd.read_json(cfg.dirs.eval / "samples.jsonl", lines=True)
     assert list(samples.columns) == ["prompt", "reference", "generated"] and len(samples) == 5
 
-    registered = register(cfg)
+    with tracking.pipeline_run(cfg, "register", closes=True):
+        registered = register(cfg)
     assert registered.aliases == ["challenger", "champion"]
     assert any("skip baseline" in r for r in registered.decision.reasons)
     again = evaluate(cfg)  # the champion (this same model) re-scored from the registry
@@ -221,7 +210,7 @@ def test_causal_lm_loss_perplexity_samples_and_champion(project) -> None:
 
 def test_length_sorted_batches_keep_each_texts_probabilities(tiny_bert: Path) -> None:
     """predict_proba batches texts by length; each row must still be its own text's scores."""
-    from tasks.evaluate import load_classifier, predict_proba
+    from tunesmith.text_scoring import load_classifier, predict_proba
 
     model, tokenizer = load_classifier(tiny_bert, ["LABEL_0", "LABEL_1"])
     torch.manual_seed(0)  # an untrained head scores every text ~0.5: spread them apart

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import pytest
 from conftest import make_rows, write_csv, write_dataset_yaml
+
+from tunesmith.steps import STEPS
 
 FAST = ("train: {epochs: 1, batch_size: 16}\nevaluate: {latency_examples: 2}\n"
         "register: {require_beat_baseline: false}\n")  # TF-IDF aces toy data
@@ -75,8 +78,33 @@ def test_flow_registers_champion_then_skips_unchanged_work(harness, flow_project
     started = time.perf_counter()
     second = retrain("toy")
     print(f"second run with nothing changed: {time.perf_counter() - started:.1f}s")
-    assert "train" in second.cached and "train" not in second.ran
+    assert second.ran == [] and second.cached == list(STEPS)
     assert len(_versions(flow_project, "toy")[0]) == 1  # nothing re-registered
+
+    # Regression: evaluate reads register.primary_metric (the baseline comparison); the
+    # cache key missed it. Now it and register re-run, nothing upstream does.
+    third = retrain("toy", ["register.primary_metric=accuracy"])
+    assert third.ran == ["evaluate", "register"], third
+    metrics = json.loads((flow_project / "reports/toy/eval/metrics.json").read_text())
+    assert metrics["beats_baseline"] == (metrics["accuracy"] >= metrics["baseline"]["accuracy"])
+
+
+def test_flow_retokenizes_a_causal_lm_when_its_template_changes(harness, flow_project: Path,
+                                                                tiny_gpt2: Path):
+    """Regression: causal-LM tokenize reads train.prompt_template; a changed template must
+    re-tokenize (and so retrain) instead of reusing the cached tokens."""
+    from flows.retrain import retrain
+
+    write_csv(flow_project / "data" / "chat.csv", make_rows(40, seed=2))
+    (flow_project / "datasets" / "chat.yaml").write_text(
+        "task: causal-lm\nsource: {path: data/chat.csv}\n"
+        "columns: {prompt: text, response: label}\nvalidate: {min_rows: 10}\n"
+        f"model: {{base: {tiny_gpt2}}}\ntokenize: {{max_length: 48}}\n"
+        "train: {max_steps: 2, batch_size: 8}\nregister: {primary_metric: perplexity}\n")
+    assert "tokenize" in retrain("chat").ran
+    changed = retrain("chat", ['train.prompt_template="Q: {prompt}\\nA: "'])
+    assert changed.cached == ["ingest", "clean", "validate"]
+    assert changed.ran == ["tokenize", "train", "evaluate", "register"]
 
 
 def test_flow_stops_at_validate_and_registers_nothing(harness, flow_project: Path):

@@ -86,9 +86,21 @@ evaluate: {{latency_examples: 2}}
 
 
 def run_steps(cfg, *steps: str) -> dict:
-    import importlib
+    from tunesmith.runner import run_step
 
-    return {s: getattr(importlib.import_module(f"tasks.{s}"), s)(cfg) for s in steps}
+    return {s: run_step(cfg, s) for s in steps}
+
+
+def load_base(base: str, opts):
+    from tunesmith import tasktypes
+
+    return tasktypes.get("image-classification").load_model(base, LABELS, opts)
+
+
+def apply(model, opts):
+    from tunesmith.training.methods import apply_method
+
+    return apply_method(model, opts, labelled=True, peft_task=None)
 
 
 # ------------------------------------------------------------------ the pipeline, ResNet
@@ -123,21 +135,26 @@ def test_every_step_and_predict_with_a_tiny_resnet(tmp_path, tiny_resnet, monkey
     assert out["validate"].success
     meta = json.loads((cfg.dirs.tokenized / "meta.json").read_text())
     assert meta["image_shape"] == [3, SIZE, SIZE] and meta["labels"] == LABELS
-    assert run_steps(cfg, "tokenize")["tokenize"].skipped  # cached by content
     summary = json.loads((cfg.dirs.model / "train_summary.json").read_text())
     assert summary["task"] == "image-classification" and summary["steps"] > 0
     assert (cfg.dirs.model / "model" / "preprocessor_config.json").is_file()
 
     ev = run_steps(cfg, "evaluate")["evaluate"]
     metrics = json.loads(ev.metrics_path.read_text())
-    assert 0 <= metrics["accuracy"] <= 1 and metrics["n"] == report["split_sizes"]["test"]
+    assert metrics["n"] == report["split_sizes"]["test"]
+    # Bars by orientation are learnable: well above chance (0.5) on the test images.
+    assert metrics["accuracy"] >= 0.75, metrics["accuracy"]
     assert metrics["baseline"]["name"] == "pixels+histogram LR"
     assert (cfg.dirs.eval / "misclassified_grid.png").stat().st_size > 1000
     assert "image" in pd.read_csv(cfg.dirs.eval / "misclassified.csv").columns
 
     reg = run_steps(cfg, "register")["register"]
     assert reg.version == 1 and "challenger" in reg.aliases
-    assert any("pixels+histogram LR" in r or "baseline" in r for r in reg.decision.reasons)
+    # The baseline rule ran with the image baseline and evaluate's own numbers.
+    pm, base = metrics["f1_macro"], metrics["baseline"]["f1_macro"]
+    line = next(r for r in reg.decision.reasons if r.startswith(("pass baseline", "FAIL baseline")))
+    assert f"{pm:.4f}" in line and f"pixels+histogram LR {base:.4f}" in line
+    assert line.startswith("pass" if pm >= base else "FAIL")
 
     # predict: image paths as arguments, and a CSV whose paths are relative to it.
     test = pd.read_parquet(cfg.dirs.clean / "test.parquet")
@@ -205,11 +222,9 @@ def _opts(**kw):
 def test_new_head_is_xavier_with_zero_bias(request, fixture, head):
     import torch
 
-    from tunesmith.training.methods import load_base
-
     base = request.getfixturevalue(fixture)
     torch.manual_seed(0)
-    model = load_base(str(base), "image-classification", LABELS, _opts())
+    model = load_base(str(base), _opts())
     layer = model.get_submodule(head)
     fan_out, fan_in = layer.weight.shape
     assert fan_out == 2 and torch.count_nonzero(layer.bias) == 0
@@ -224,23 +239,20 @@ def test_own_checkpoint_with_the_same_labels_keeps_its_head(tmp_path, tiny_resne
     import torch
     from transformers import AutoModelForImageClassification
 
-    from tunesmith.training.methods import load_base
-
-    first = load_base(str(tiny_resnet), "image-classification", LABELS, _opts())
+    first = load_base(str(tiny_resnet), _opts())
     first.save_pretrained(tmp_path / "mine")
     shutil.copy(tiny_resnet / "preprocessor_config.json", tmp_path / "mine")
-    again = load_base(str(tmp_path / "mine"), "image-classification", LABELS, _opts())
+    again = load_base(str(tmp_path / "mine"), _opts())
     saved = AutoModelForImageClassification.from_pretrained(tmp_path / "mine")
     assert torch.equal(again.classifier[1].weight, saved.classifier[1].weight)
 
 
 def test_head_learning_rate_multiplier_groups_and_layers(tiny_resnet, tiny_vit):
     from tunesmith.training.layers import count_params, num_layers, position
-    from tunesmith.training.methods import apply_method, load_base
     from tunesmith.training.param_groups import param_groups
 
     opts = _opts(lr=1e-3, head_lr_mult=10.0, weight_decay=0.01)
-    model = load_base(str(tiny_resnet), "image-classification", LABELS, opts)
+    model = load_base(str(tiny_resnet), opts)
     assert num_layers(model) == 2  # ResNet stages are its layers
     assert position("resnet.encoder.stages.1.layers.0.layer.0.convolution.weight", 2) == 1
     assert position("resnet.embedder.embedder.convolution.weight", 2) == -1
@@ -251,14 +263,14 @@ def test_head_learning_rate_multiplier_groups_and_layers(tiny_resnet, tiny_vit):
     assert body and all(g["lr"] == pytest.approx(1e-3) for g in body)
     assert {g["weight_decay"] for g in head} == {0.01, 0.0}  # bias has no decay
 
-    head_only = apply_method(model, "image-classification", _opts(method="head_only"))
+    head_only = apply(model, _opts(method="head_only"))
     assert count_params(head_only)[0] == 16 * 2 + 2
-    freeze = apply_method(model, "image-classification", _opts(method="freeze", freeze_layers=-1))
+    freeze = apply(model, _opts(method="freeze", freeze_layers=-1))
     trainable = {n for n, p in freeze.named_parameters() if p.requires_grad}
     assert any(".stages.1." in n for n in trainable)
     assert not any(".stages.0." in n or "embedder" in n for n in trainable)
 
-    vit = load_base(str(tiny_vit), "image-classification", LABELS, opts)
+    vit = load_base(str(tiny_vit), opts)
     assert num_layers(vit) == 2 and position("vit.layers.1.attention.q_proj.weight", 2) == 1
 
 
@@ -275,7 +287,7 @@ def test_finetune_and_scratch_both_train(tmp_path, tiny_resnet, one_torch_thread
         req.output_dir = tmp_path / method
         summary = train_model(req)
         results[method] = summary
-        assert summary.steps > 0 and 0 <= summary.val_metrics["accuracy"] <= 1
+        assert summary.steps > 0 and "accuracy" in summary.val_metrics
     assert results["full"].method == "full" and results["scratch"].method == "scratch"
     # A pretrained body vs a random one: the saved weights differ below the head.
     from safetensors.torch import load_file
@@ -336,8 +348,6 @@ def test_too_many_unreadable_images_fail_validation(tmp_path, tiny_resnet):
 
 
 def test_lora_on_a_cnn_is_a_clear_error(tiny_resnet):
-    from tunesmith.training.methods import apply_method, load_base
-
-    model = load_base(str(tiny_resnet), "image-classification", LABELS, _opts())
+    model = load_base(str(tiny_resnet), _opts())
     with pytest.raises(EnvironmentProblem, match="resnet has no attention"):
-        apply_method(model, "image-classification", _opts(method="lora"))
+        apply(model, _opts(method="lora"))

@@ -11,8 +11,9 @@ import pytest
 from conftest import REPO
 from mlflow.tracking import MlflowClient
 from registry_helpers import (
+    DEGRADED,
     one_torch_thread,  # noqa: F401 (a fixture, used by name)
-    run_pipeline_tail,
+    run_pipeline,
     toy_config,
 )
 
@@ -113,16 +114,23 @@ def test_register_needs_evaluate_first(project) -> None:
         register(cfg)
 
 
-def test_champion_survives_a_degraded_run_and_rollback(project, tiny_bert) -> None:
-    """Acceptance: run 1 -> champion; run 2 on shuffled labels -> challenger only; the
-    champion stays; promote and rollback move the alias by hand and record it."""
+def test_a_threshold_on_a_metric_the_task_never_measures_is_skipped(project) -> None:
+    cfg = toy_config(project, "register.thresholds={f1_macro: 0.7, perplexity: 10}")
+    d = decide(cfg, {"f1_macro": 0.9, "baseline": {"f1_macro": 0.5}}, current_champion=None)
+    assert d.promote and "skip threshold perplexity: not a text-classification metric" in d.reasons
+
+
+def test_champion_survives_a_degraded_run_and_rollback(project) -> None:
+    """Acceptance: run 1 -> champion; run 2, a model that learnt nothing on the same data ->
+    challenger only; the champion stays; promote and rollback move the alias by hand."""
     cfg = toy_config(project)
     # Both URIs explicit: a bare MlflowClient(uri) takes the process-wide registry URI,
     # which the previous test pointed at its own project.
     client = MlflowClient(tracking_uri(cfg), tracking_uri(cfg))
     assert tracking_uri(cfg) == f"sqlite:///{project / 'mlflow.db'}"
 
-    ev1, reg1 = run_pipeline_tail(cfg, tiny_bert)
+    first = run_pipeline(cfg)
+    ev1, reg1 = first["evaluate"], first["register"]
     assert ev1.metrics["f1_macro"] >= 0.7 and ev1.champion_version is None
     assert reg1.version == 1 and reg1.aliases == ["challenger", "champion"]
     run1 = client.get_run(reg1.run_id)
@@ -130,9 +138,10 @@ def test_champion_survives_a_degraded_run_and_rollback(project, tiny_bert) -> No
     assert run1.data.tags["gate.decision"] == "promote"
     assert "test/f1_macro" in run1.data.metrics and "train.lr" in run1.data.params
 
-    ev2, reg2 = run_pipeline_tail(cfg, tiny_bert, shuffle_train=True)
+    second = run_pipeline(toy_config(project, *DEGRADED))
+    ev2, reg2 = second["evaluate"], second["register"]
     assert reg2.run_id != reg1.run_id  # register closed run 1; run 2 is a fresh run
-    # The champion was re-scored on run 2's test set, and the shuffled model lost to it.
+    # The champion was re-scored on run 2's test set, and the untrained model lost to it.
     assert ev2.champion_version == 1
     assert ev2.champion["f1_macro"] == pytest.approx(ev1.metrics["f1_macro"])
     assert ev2.metrics["f1_macro"] < ev1.metrics["f1_macro"]
@@ -156,9 +165,11 @@ def test_champion_survives_a_degraded_run_and_rollback(project, tiny_bert) -> No
         store.move_champion(cfg, 9, "promote")
 
 
-def test_failure_before_the_alias_move_keeps_the_champion(project, tiny_bert) -> None:
+def test_failure_before_the_alias_move_keeps_the_champion(project) -> None:
+    from tunesmith.runner import run_step
+
     cfg = toy_config(project)
-    run_pipeline_tail(cfg, tiny_bert)
+    run_pipeline(cfg)
     # Evaluate's report (champion v1 re-scored: a tie, so the gate would promote) stays;
     # the model on disk breaks, so register fails after logging it, before any alias.
     report = json.loads((cfg.dirs.eval / "metrics.json").read_text())
@@ -167,7 +178,7 @@ def test_failure_before_the_alias_move_keeps_the_champion(project, tiny_bert) ->
     assert decide(cfg, report, 1).promote
     (cfg.dirs.model / "model" / "model.safetensors").write_bytes(b"not a model")
     with pytest.raises(EnvironmentProblem, match="does not load and predict"):
-        register(cfg)
+        run_step(cfg, "register")
     client = MlflowClient(tracking_uri(cfg), tracking_uri(cfg))
     assert int(store.version_for(cfg, "champion").version) == 1
     assert [int(v.version) for v in client.search_model_versions("name='toy'")] == [1]
@@ -178,10 +189,10 @@ def test_failure_before_the_alias_move_keeps_the_champion(project, tiny_bert) ->
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
-def test_default_mlflow_ui_shows_the_champion_in_a_browser(project, tiny_bert) -> None:
+def test_default_mlflow_ui_shows_the_champion_in_a_browser(project) -> None:
     """`mlflow ui` run bare in the project root, browsed by headless Chromium (~90 s)."""
     cfg = toy_config(project)
-    run_pipeline_tail(cfg, tiny_bert)
+    run_pipeline(cfg)
     shot = project / "model_page.png"
     out = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "check_mlflow_ui.py"), "--root", str(project),

@@ -19,8 +19,7 @@ def cleaned(project: Path):
 
 
 def test_tokenize_writes_contract_and_report(cleaned):
-    result = tokenize(cleaned)
-    assert not result.skipped
+    tokenize(cleaned)
     out = cleaned.dirs.tokenized
     meta = json.loads((out / "meta.json").read_text())
     assert meta["labels"] == ["neg", "pos"] and meta["max_length"] == 32
@@ -34,14 +33,13 @@ def test_tokenize_writes_contract_and_report(cleaned):
     assert report["tokens"]["all"]["p50"] > 3
 
 
-def test_tokenize_reuses_output_when_nothing_changed(cleaned):
-    tokenize(cleaned)
-    stamp = (cleaned.dirs.tokenized / "meta.json").stat().st_mtime_ns
-    assert tokenize(cleaned).skipped
-    assert (cleaned.dirs.tokenized / "meta.json").stat().st_mtime_ns == stamp
+def test_tokenize_counts_what_max_length_cuts(cleaned):
+    assert tokenize(cleaned).truncated_share == 0.0
     shorter = load_config("toy", cleaned.root, ["tokenize.max_length=8"])
     result = tokenize(shorter)
-    assert not result.skipped and result.truncated_share > 0.5
+    report = json.loads((cleaned.dirs.tokenized / "token_report.json").read_text())
+    assert result.truncated_share > 0.5 and report["truncated"] > 0.5 * sum(result.rows.values())
+    assert report["tokens"]["all"]["max"] == 8
 
 
 def test_rust_path_matches_transformers_tokenizer_and_keeps_sep(cleaned):
@@ -49,17 +47,17 @@ def test_rust_path_matches_transformers_tokenizer_and_keeps_sep(cleaned):
     import pandas as pd
     from transformers import AutoTokenizer
 
-    from tasks.tokenize import _encode, load_rust_tokenizer
     from tunesmith.models import resolve_base
+    from tunesmith.tokenization import encode_texts, load_rust_tokenizer
 
     base = resolve_base(cleaned.model.base, cleaned.root)
     rust = load_rust_tokenizer(base)
     assert rust is not None
     frame = pd.read_parquet(cleaned.dirs.clean / "train.parquet")
     frame.loc[0, "text"] = " ".join(["prize"] * 80)  # longer than max_length 32
-    columns, full = _encode(frame, cleaned, rust)
+    ids, full = encode_texts(frame["text"].tolist(), rust, 32, 1000)
     hf = AutoTokenizer.from_pretrained(base)
     expected = hf(frame["text"].tolist(), truncation=True, max_length=32)["input_ids"]
-    assert columns["input_ids"] == expected
-    assert full[0] > 32 and columns["length"][0] == 32
-    assert columns["input_ids"][0][-1] == hf.sep_token_id
+    assert ids == expected
+    assert full[0] > 32 and len(ids[0]) == 32
+    assert ids[0][-1] == hf.sep_token_id

@@ -212,14 +212,15 @@ def test_staged_unfreezing_follows_the_schedule(tiny_bert, tokenized, tmp_path):
 
 
 def test_warm_start_copies_rows_of_shared_labels(tiny_bert, tokenized, tmp_path):
-    from tunesmith.training.methods import load_base
+    from tunesmith import tasktypes
     from tunesmith.training.warm_start import copy_head_rows, model_dir
 
     train_model(request(tiny_bert, tokenized, tmp_path, max_steps=2))
     previous = model_dir(tmp_path / "model_out")
     old = weights(previous)
     new_labels = ["pos", "neutral", "neg"]  # order changed, one label new, none dropped
-    model = load_base(str(previous), "text-classification", new_labels, TrainOptions())
+    model = tasktypes.get("text-classification").load_model(str(previous), new_labels,
+                                                             TrainOptions())
     shared = copy_head_rows(model, new_labels, previous)
     assert shared == ["pos", "neg"]
     w, b = model.classifier.weight.detach(), model.classifier.bias.detach()

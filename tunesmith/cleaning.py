@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from tunesmith.config import CleanConfig, SplitConfig
-from tunesmith.jsonio import write_json
+from tunesmith.errors import DataError
 
 _TAG = re.compile(r"<[^>]{0,200}>")
 _ENTITY = re.compile(r"&(?:#\d+|#x[0-9a-fA-F]+|[a-zA-Z]{2,8});")
@@ -88,14 +87,86 @@ def examples(frame: pd.DataFrame, mask: pd.Series, n: int = 5, col: str = "text"
     return [{"row": int(i) + 1, col: str(v)[:200]} for i, v in rows[col].items()]
 
 
-def publish_clean_output(staging: Path, out: Path, report: dict,
-                         dropped: list[pd.DataFrame]) -> None:
-    """Write dropped.csv (1-based source rows) and report.json into `staging`, then swap it
-    in for `out`, so a failed clean never leaves half an output behind."""
+SPLITS = ("train", "val", "test")
+
+
+def map_labels(raw: pd.Series, labels: list[str], label_map: dict[str, str], source: str,
+               name: str) -> pd.Series:
+    """Apply `label_map`, then insist every label is in `labels` (naming a bad row)."""
+    out = raw.astype(object).where(raw.notna(), None).map(
+        lambda v: None if v is None or str(v).strip() == "" else str(v).strip()
+    )
+    if label_map:
+        out = out.map(lambda v: label_map.get(v, v) if v is not None else None)
+    unknown = out.notna() & ~out.isin(labels)
+    if unknown.any():
+        first = unknown.idxmax()
+        values = sorted(out[unknown].unique())[:5]
+        raise DataError(
+            f"{source}: row {first + 1}: label {out[first]!r} is not in labels {labels} "
+            f"({int(unknown.sum())} rows, values {values}); add it to labels or label_map "
+            f"in datasets/{name}.yaml"
+        )
+    return out
+
+
+def require_rows(frame: pd.DataFrame, drops: dict, rows_in: int, source: str,
+                 labelled: bool) -> None:
+    """Fail (naming the drops) when cleaning left nothing, or one class for a classifier."""
+    if frame.empty:
+        why = ", ".join(f"{k}={v['count']}" for k, v in drops.items())
+        raise DataError(f"{source}: zero rows left after cleaning ({rows_in} in; {why})")
+    if labelled and frame["label"].nunique() < 2:
+        raise DataError(f"{source}: only one class ({frame['label'].iloc[0]!r}) after "
+                        "cleaning; a classifier needs at least two")
+
+
+def write_splits(staging: Path, frame: pd.DataFrame, assignment: pd.Series,
+                 columns: list[str]) -> dict:
+    """{train,val,test}.parquet of `columns` into `staging`; their sizes and digests."""
+    sizes, digests = {}, {}
+    for split in SPLITS:
+        part = frame.loc[assignment == split, columns].reset_index(drop=True)
+        part.to_parquet(staging / f"{split}.parquet", index=False)
+        sizes[split] = len(part)
+        digests[split] = frame_digest(part)
+    return {"split_sizes": sizes, "digests": digests}
+
+
+def class_balance(frame: pd.DataFrame, assignment: pd.Series) -> dict:
+    return {split: frame.loc[assignment == split, "label"].value_counts().sort_index().to_dict()
+            for split in SPLITS}
+
+
+def length_stats(values: pd.Series) -> dict[str, int]:
+    """p5/p50/p95/max of the character lengths of `values`."""
+    lengths = values.str.len().to_numpy()
+    out = {f"p{q}": int(np.percentile(lengths, q)) for q in (5, 50, 95)}
+    out["max"] = int(lengths.max())
+    return out
+
+
+def publish_dropped(staging: Path, dropped: list[pd.DataFrame]) -> None:
+    """dropped.csv: every removed row with its 1-based source row and the reason."""
     if dropped:
-        all_dropped = pd.concat(dropped)
-        all_dropped.insert(0, "row", all_dropped.index + 1)
-        all_dropped.to_csv(staging / "dropped.csv", index=False)
-    write_json(staging / "report.json", report)
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
+        rows = pd.concat(dropped)
+        rows.insert(0, "row", rows.index + 1)
+        rows.to_csv(staging / "dropped.csv", index=False)
+
+
+def report_lines(report: dict, example_col: str) -> list[str]:
+    """The lines of a clean report every task type shares: rows, drops, balance, splits."""
+    lines = [f"{report['rows_in']} rows in, {report['rows_out']} kept"]
+    for reason, info in report["dropped"].items():
+        first = info["examples"][0] if info["examples"] else {}
+        shown = first.get(example_col, first.get("path", first.get("text", "")))
+        lines.append(f"  dropped {info['count']:>7} {reason:22} e.g. row {first.get('row')}: "
+                     f"{str(shown)[:60]!r}")
+    if "class_balance" in report:
+        train = report["class_balance"]["train"]
+        total = sum(train.values()) or 1
+        lines.append("  class balance (train): " + ", ".join(
+            f"{k} {v} ({v / total:.0%})" for k, v in train.items()))
+    sizes = report["split_sizes"]
+    lines.append(f"  splits: train {sizes['train']}, val {sizes['val']}, test {sizes['test']}")
+    return lines

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
-import importlib
 import os
 import sys
 import threading
@@ -13,9 +12,9 @@ from typing import Annotated
 
 import typer
 
-from tunesmith.errors import TunesmithError
-
-STEPS = ("ingest", "clean", "validate", "tokenize", "train", "evaluate", "register")
+from tunesmith.cli_registry import registry_app
+from tunesmith.errors import ConfigError, TunesmithError
+from tunesmith.steps import STEPS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Fine-tune pretrained models on your datasets: tunesmith run --dataset NAME")
@@ -23,7 +22,8 @@ dataset_app = typer.Typer(no_args_is_help=True, help="Add, list and check datase
 app.add_typer(dataset_app, name="dataset")
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override: section.key=value")]
-DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (datasets/NAME.yaml)")]
+DatasetOpt = Annotated[str, typer.Option("--dataset", "-d",
+                                         help="Dataset name (datasets/NAME.yaml)")]
 
 
 def main() -> None:
@@ -42,10 +42,8 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(130)
-    except (typer.BadParameter, typer.Exit) as exc:
-        if isinstance(exc, typer.Exit):
-            sys.exit(exc.exit_code)
-        raise
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
     except Exception as exc:
         # Usage errors (click's, or typer 0.29's vendored copy of click) show themselves.
         if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
@@ -80,25 +78,17 @@ def entry() -> None:
 
 
 def run_step(step: str, dataset: str, overrides: list[str] | None = None):
-    """Load config and call `tasks.<step>.<step>(cfg)`: the one code path DVC and the CLI share."""
+    """Load config and run `tasks.<step>.<step>`: the one code path DVC and the CLI share."""
     from tunesmith.config import load_config
+    from tunesmith.runner import run_step as run
 
-    cfg = load_config(dataset, overrides=overrides or [])
-    func = getattr(importlib.import_module(f"tasks.{step}"), step)
-    from tunesmith import tracking
-
-    try:
-        return tracking.run_step(cfg, step, func)  # the pipeline's MLflow run, see tracking
-    except BaseException:
-        # Whatever escaped the run's own error path: never leave it RUNNING for the next
-        # pipeline run to append to (a no-op when the run already ended FAILED).
-        tracking.finish_run(cfg, "FAILED")
-        raise
+    return run(load_config(dataset, overrides=overrides or []), step)
 
 
 def _summary(result: object) -> str:
     if dataclasses.is_dataclass(result):
-        fields = dataclasses.asdict(result)
+        fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)
+                  if f.repr}
         return ", ".join(f"{k}={v}" for k, v in fields.items() if not isinstance(v, (dict, list))
                          or len(str(v)) < 120)
     return str(result)
@@ -112,7 +102,7 @@ def step(
 ) -> None:
     """Run one pipeline step for one dataset (what dvc.yaml calls)."""
     if name not in STEPS:
-        raise typer.BadParameter(f"unknown step {name!r}; choose from {', '.join(STEPS)}")
+        raise ConfigError(f"unknown step {name!r}; steps are {', '.join(STEPS)}")
     started = time.perf_counter()
     result = run_step(name, dataset, set_)
     typer.echo(f"{name} {dataset}: {_summary(result)} ({time.perf_counter() - started:.1f}s)")
@@ -167,13 +157,17 @@ def dataset_check(name: str, set_: SetOpt = None) -> None:
 @dataset_app.command("add")
 def dataset_add(
     name: str,
-    source: Annotated[str, typer.Option(help="Path or URL of the data")],
+    source: Annotated[str, typer.Option(help="Path of the data: a table, or a folder per class")],
+    task: Annotated[str, typer.Option(
+        help="text-classification | causal-lm | image-classification")] = "text-classification",
     text_col: Annotated[str | None, typer.Option(help="Text column")] = None,
     label_col: Annotated[str | None, typer.Option(help="Label column")] = None,
-    task: Annotated[str, typer.Option(help="text-classification | causal-lm")] = "text-classification",
     prompt_col: Annotated[str | None, typer.Option(help="Prompt column (causal-lm)")] = None,
     response_col: Annotated[str | None, typer.Option(help="Response column (causal-lm)")] = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="csv|tsv|jsonl|parquet|hf")] = None,
+    image_col: Annotated[str | None, typer.Option(
+        help="Image path column (image-classification from a table)")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="csv|tsv|jsonl|parquet|hf|folder")]
+    = None,
     delimiter: Annotated[str | None, typer.Option(help="Field delimiter")] = None,
     encoding: Annotated[str, typer.Option(help="Text encoding")] = "utf-8",
     label_map: Annotated[list[str] | None, typer.Option(
@@ -184,22 +178,45 @@ def dataset_add(
     """Write datasets/NAME.yaml with inferred labels and defaults, then check it."""
     from tunesmith.datasets import add, check
 
-    path = add(name, source=source, task=task, text_col=text_col, label_col=label_col,
-               prompt_col=prompt_col, response_col=response_col, fmt=fmt, delimiter=delimiter,
+    columns = {"text": text_col, "label": label_col, "prompt": prompt_col,
+               "response": response_col, "image": image_col}
+    path = add(name, source=source, task=task, columns=columns, fmt=fmt, delimiter=delimiter,
                encoding=encoding, label_map=label_map or [], force=force)
     typer.echo(f"wrote {path}")
     if not no_check:
         raise typer.Exit(0 if check(name, [], echo=typer.echo) else 4)
 
 
-def _mount_optional(module: str, attr: str) -> None:
-    """Mount commands that live in their own module (registry, serving)."""
-    try:
-        sub = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError):
+@app.command("dvc-yaml")
+def dvc_yaml(
+    check: Annotated[bool, typer.Option("--check", help="Only say whether dvc.yaml is current")]
+    = False,
+) -> None:
+    """Write dvc.yaml from datasets/*.yaml and the step declarations (--check: compare)."""
+    from tunesmith.config import find_root
+    from tunesmith.dvcfile import DVC_FILE, generate, render, write
+
+    root = find_root()
+    if check:
+        current = (root / DVC_FILE).read_text(encoding="utf-8") if (root / DVC_FILE).is_file() \
+            else ""
+        if current != render(generate(root)):
+            typer.secho(f"{root / DVC_FILE} is out of date: run `tunesmith dvc-yaml`", err=True,
+                        fg="red")
+            raise typer.Exit(2)
+        typer.echo(f"{root / DVC_FILE} is current")
         return
-    for command in sub.registered_commands:
-        app.registered_commands.append(command)
+    typer.echo(f"wrote {write(root)}")
+
+
+@app.command()
+def resolve(dataset: DatasetOpt, set_: SetOpt = None) -> None:
+    """Check NAME's config and write what each step reads (dvc.yaml's NAME-inputs stage)."""
+    from tunesmith.config import load_config
+    from tunesmith.dvcfile import resolve as write_inputs
+
+    paths = write_inputs(load_config(dataset, overrides=set_ or []))
+    typer.echo(f"{dataset}: config valid; inputs of {len(paths)} steps in {paths[0].parent}")
 
 
 @app.command()
@@ -214,7 +231,8 @@ def serve() -> None:
     serve_all()
 
 
-_mount_optional("tunesmith.cli_registry", "registry_app")
+for _command in registry_app.registered_commands:  # predict, promote, rollback
+    app.registered_commands.append(_command)
 
 if __name__ == "__main__":
     main()

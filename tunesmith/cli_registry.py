@@ -55,20 +55,6 @@ def read_texts(path: Path, columns: list[str]) -> tuple[Any, str]:
     )
 
 
-def image_files(paths: list[str], table: Path | None) -> list[str]:
-    """Absolute paths of existing files; a table's relative paths are relative to the table."""
-    out = []
-    for i, value in enumerate(paths):
-        path = Path(value)
-        if not path.is_absolute() and table is not None:
-            path = table.parent / path
-        if not path.is_file():
-            where = f"{table}: row {i + 1}: " if table is not None else ""
-            raise DataError(f"{where}image file not found: {path}")
-        out.append(str(path.resolve()))
-    return out
-
-
 def write_predictions(frame: Any, path: Path | None) -> None:
     """To `path` by its extension (csv/tsv/jsonl/parquet), or as CSV on stdout."""
     if path is None:
@@ -104,33 +90,25 @@ def predict(
     and `score` (a causal-LM dataset's model adds `response` instead)."""
     import pandas as pd
 
+    from tunesmith import tasktypes
     from tunesmith.config import load_config
     from tunesmith.registry import store
 
     if bool(texts) == bool(input):
         raise typer.BadParameter("give either TEXT arguments or --input FILE (one of them)")
     cfg = load_config(dataset, overrides=set_ or [])
-    image = cfg.task == "image-classification"
-    if input is not None and image:
-        columns = [text_col] if text_col else [c for c in (cfg.columns.image, "image", "path") if c]
-        frame, column = read_texts(input, columns)
-    elif input is not None:
-        # An explicit --text-col, else the dataset's own text column (so an export of the
-        # source works as is), else "text".
-        own = cfg.columns.prompt if cfg.task == "causal-lm" else cfg.columns.text
-        columns = [text_col] if text_col else [c for c in (own, "text", "prompt") if c]
-        frame, column = read_texts(input, columns)
+    task = tasktypes.get(cfg.task)
+    if input is not None:
+        # An explicit --text-col, else the dataset's own input column (so an export of the
+        # source works as is), else the task's usual names.
+        frame, column = read_texts(input, [text_col] if text_col else task.input_columns(cfg))
     else:
-        frame, column = pd.DataFrame({"text": texts}), "text"
-    if image:
-        column = "image" if input is None else column
-        frame = frame.rename(columns={"text": "image"}) if input is None else frame
-        inputs = image_files(frame[column].astype(str).tolist(), input)
-    else:
-        inputs = frame[column].astype(str).tolist()
+        frame, column = pd.DataFrame({"input": texts}), "input"
+    inputs = task.predict_inputs(cfg, frame[column].astype(str).tolist(), input)
+    if input is None:  # shown and written under the model's own input name (text, prompt, ...)
+        frame, column = frame.rename(columns={"input": inputs.columns[0]}), inputs.columns[0]
     model = store.load_pyfunc(cfg, alias)
-    key = {"causal-lm": "prompt", "image-classification": "image"}.get(cfg.task, "text")
-    scored = model.predict(pd.DataFrame({key: inputs}))
+    scored = model.predict(inputs)
     # Classifiers answer label + score (+ prob_* columns, left out here); LMs a response.
     added = [c for c in scored.columns if not c.startswith("prob_")]
     result = frame.reset_index(drop=True).assign(

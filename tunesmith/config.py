@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from tunesmith import tasktypes
 from tunesmith.errors import ConfigError
 from tunesmith.training.options import TrainOptions
 
@@ -189,15 +190,11 @@ class Config(Strict):
 
     @model_validator(mode="after")
     def _columns_for_task(self) -> Config:
-        needed = {
-            "text-classification": ("text", "label"),
-            "causal-lm": ("prompt", "response"),
-            "image-classification": ("image", "label"),
-        }[self.task]
-        missing = [c for c in needed if getattr(self.columns, c) is None]
+        task = tasktypes.get(self.task)
+        missing = [c for c in task.ROLES if getattr(self.columns, c) is None]
         if missing:
             raise ValueError(f"task {self.task} needs columns.{' and columns.'.join(missing)}")
-        if self.task != "causal-lm" and len(self.labels) < 2:
+        if task.LABELLED and len(self.labels) < 2:
             raise ValueError("labels: list at least two class names")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("labels: names must be unique")
@@ -309,7 +306,6 @@ def load_config(
         known = ", ".join(dataset_names(root)) or "none"
         raise ConfigError(f"{dataset_path}: no such dataset {name!r} (known: {known})")
     params = read_yaml(params_path)
-    dvc_index = params.pop("datasets", None) or {}  # what dvc.yaml iterates over
     dataset = read_yaml(dataset_path)
     cli = parse_overrides(overrides)
     merged = deep_merge(deep_merge(params, dataset), cli)
@@ -331,18 +327,4 @@ def load_config(
         if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             msg = "unknown key"
         raise ConfigError(f"{origin}: {where}: {msg}") from None
-    _check_dvc_index(dvc_index, cfg, params_path)
     return cfg
-
-
-def _check_dvc_index(index: Any, cfg: Config, params_path: Path) -> None:
-    """dvc.yaml watches params.yaml's copy of each source; it must not drift from the dataset."""
-    if not isinstance(index, dict) or cfg.name not in index:
-        return  # not (yet) in the DVC pipeline: the CLI and flows still work
-    listed = (index[cfg.name] or {}).get("source")
-    if listed != cfg.source.path:
-        raise ConfigError(
-            f"{params_path}: datasets.{cfg.name}.source is {listed!r} but "
-            f"datasets/{cfg.name}.yaml has {cfg.source.path!r}; make them the same "
-            "(dvc.yaml watches the first)"
-        )

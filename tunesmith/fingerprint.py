@@ -1,9 +1,11 @@
-"""What each step's output depends on, as one hash: the flow's cache key.
+"""The flow's cache key of a step: a hash of everything its declaration says it reads.
 
 A step whose key matches a previous successful run is skipped (Prefect cache). The key
-covers the step's input data digests, the config sections it reads and the project code;
-it is None (never cached) when the source is a URL or an input is missing. A step whose
-output was deleted must run again and refresh the cache: see `output_present`.
+covers the resolved config keys it reads (`steps.resolved_reads`, the same text DVC
+watches), the marker file of each input folder (its content digest or summary), the
+source file for ingest, the base model's small files, and the code the step runs
+(`codedeps.step_files`). It is None (never cached) when the source is a URL or an input is
+missing. A step whose output was deleted must run again: see `output_present`.
 """
 
 from __future__ import annotations
@@ -11,74 +13,80 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
+from tunesmith import codedeps, steps, tasktypes
 from tunesmith.config import Config
+from tunesmith.models import resolve_base
 from tunesmith.sources import file_digest, is_url
 
-_CODE_DIRS = ("tunesmith", "tasks")
+# The base model files that decide tokenization and architecture; the weights are named by
+# size only (hashing ~90 MB per key computation would cost ~0.2 s on every no-op run).
+BASE_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
+              "merges.txt", "special_tokens_map.json", "preprocessor_config.json",
+              "generation_config.json")
 
 
-def code_digest() -> str:
-    """Hash of the project's Python code (any change re-runs every step)."""
-    here = Path(__file__).resolve().parent.parent
+def code_files(task: str, step: str) -> list[str]:
+    """Project-relative paths of the code `step` runs for a dataset of type `task`."""
+    return codedeps.step_files(step, tasktypes.MODULES[task], steps.declaration(step).uses)
+
+
+def code_digest(task: str, step: str) -> str:
     h = hashlib.sha256()
-    for folder in _CODE_DIRS:
-        for path in sorted((here / folder).rglob("*.py")):
-            h.update(path.relative_to(here).as_posix().encode())
-            h.update(path.read_bytes())
+    for rel in code_files(task, step):
+        h.update(rel.encode())
+        h.update((codedeps.ROOT / rel).read_bytes())
     return h.hexdigest()
 
 
-def _read(path: Path) -> str | None:
-    return path.read_text(encoding="utf-8") if path.is_file() else None
+def source_path(cfg: Config) -> Path:
+    local = Path(cfg.source.path)
+    return local if local.is_absolute() else cfg.root / local
 
 
-def _inputs(cfg: Config, step: str) -> tuple[Any, Path | None] | None:
-    """(what the step reads, a file its output must contain) or None if uncacheable."""
-    d = cfg.dirs
-    dump = cfg.model_dump(mode="json", by_alias=True)
-    labels = [cfg.task, cfg.labels, cfg.label_map, dump["columns"]]
-    if step == "ingest":
-        if is_url(cfg.source.path):
-            return None  # remote content can change behind the same URL
-        local = Path(cfg.source.path)
-        local = local if local.is_absolute() else cfg.root / local
-        if not local.exists():
-            return None
-        return [file_digest(local), dump["source"], labels], d.raw / "manifest.json"
-    if step == "clean":
-        return [_read(d.raw / "manifest.json"), dump["clean"], labels], d.clean / "report.json"
-    if step == "validate":
-        return [_read(d.clean / "report.json"), dump["validate"], labels], d.validation / "result.json"
-    if step == "tokenize":
-        return ([_read(d.clean / "report.json"), dump["tokenize"], dump["model"], labels,
-                 cfg.train.prompt_template], d.tokenized / "meta.json")
-    if step == "train":
-        return ([_read(d.tokenized / "meta.json"), dump["train"], dump["model"]],
-                d.model / "train_summary.json")
-    if step == "evaluate":
-        return ([_read(d.model / "train_summary.json"), _read(d.clean / "report.json"),
-                 dump["evaluate"]], d.eval / "metrics.json")
-    if step == "register":
-        return [_read(d.eval / "metrics.json"), dump["register"], dump["tracking"]], None
-    raise ValueError(f"unknown step {step}")
+def base_model_identity(cfg: Config) -> list[str]:
+    """The base model as far as the key can tell without reading its weights."""
+    base = Path(resolve_base(cfg.model.base, cfg.root))
+    if not base.is_dir():
+        return [str(base)]  # a hub id: the name is all we know without downloading
+    out = []
+    for path in sorted(p for p in base.iterdir() if p.is_file()):
+        out.append(f"{path.name}:{path.stat().st_size}")
+        if path.name in BASE_FILES:
+            out.append(hashlib.sha256(path.read_bytes()).hexdigest())
+    return out
 
 
-def step_key(cfg: Config, step: str, code: str | None = None) -> str | None:
+def input_digests(cfg: Config, step: str) -> list | None:
+    """What the step's declared inputs are now, or None when one is missing or remote."""
+    found: list = []
+    for item in steps.inputs(cfg.task, step):
+        if item == steps.SOURCE:
+            local = source_path(cfg)
+            if is_url(cfg.source.path) or not local.exists():
+                return None  # remote content can change behind the same URL
+            found.append(file_digest(local))
+        elif item == steps.BASE_MODEL:
+            found.append(base_model_identity(cfg))
+        else:
+            marker = getattr(cfg.dirs, item) / steps.MARKERS[item]
+            if not marker.is_file():
+                return None  # let the step run and fail loudly
+            found.append(marker.read_text(encoding="utf-8"))
+    return found
+
+
+def step_key(cfg: Config, step: str) -> str | None:
     """The cache key of `step` for `cfg`, or None when the step must run."""
-    found = _inputs(cfg, step)
-    if found is None:
+    digests = input_digests(cfg, step)
+    if digests is None:
         return None
-    inputs, _ = found
-    if any(part is None for part in inputs if not isinstance(part, (dict, list))):
-        return None  # an input is missing: let the step run and fail loudly
-    payload = json.dumps([step, cfg.name, str(cfg.root), inputs, code or code_digest()],
-                         sort_keys=True, default=str)
+    payload = json.dumps([step, cfg.name, str(cfg.root), steps.resolved_reads(cfg, step),
+                          digests, code_digest(cfg.task, step)], sort_keys=True, default=str)
     return f"{cfg.name}-{step}-" + hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
 def output_present(cfg: Config, step: str) -> bool:
-    """Whether the step's output is on disk (a cached result is only valid if it is)."""
-    found = _inputs(cfg, step)
-    return found is not None and (found[1] is None or found[1].is_file())
+    """Whether the step's outputs are on disk (a cached result is only valid if they are)."""
+    return all((getattr(cfg.dirs, d) / steps.MARKERS[d]).is_file()
+               for d in steps.declaration(step).outputs)

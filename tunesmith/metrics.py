@@ -64,7 +64,8 @@ def _roc_auc(y_true: np.ndarray, proba: np.ndarray, ids: list[int]) -> float | N
         return float(_skm().roc_auc_score(y_true, proba[:, 1])) if len(present) == 2 else None
     if not set(ids) <= present:
         return None
-    return float(_skm().roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=ids))
+    return float(_skm().roc_auc_score(y_true, proba, multi_class="ovr", average="macro",
+                                      labels=ids))
 
 
 def _pr_auc(y_true: np.ndarray, proba: np.ndarray, ids: list[int]) -> float | None:

@@ -17,6 +17,7 @@ def _fmt(value: Any) -> str:
 
 def render(
     cfg: Config,
+    task: Any,
     version: int | str,
     run_id: str,
     report: dict[str, Any],
@@ -24,14 +25,15 @@ def render(
     train_summary: dict[str, Any] | None = None,
     data_tags: dict[str, str] | None = None,
 ) -> str:
-    """Data, method, metrics vs baseline and champion, the gate decision, use and limits."""
+    """Data, method, metrics vs baseline and champion, the gate decision, use and limits
+    (the last two from the task type's `card_lines`)."""
     tags = data_tags or {}
     champion = report.get("champion") or {}
     baseline = report.get("baseline") or {}
     lines = [
         f"# Model card: {cfg.name} version {version}",
         "",
-        f"{cfg.description or 'A tunesmith ' + cfg.task + ' model.'}",
+        f"{cfg.description or 'A tunesmith ' + task.NAME + ' model.'}",
         "",
         "## Data",
         "",
@@ -64,7 +66,8 @@ def render(
         "",
         "## Metrics (test split)",
         "",
-        f"| metric | this model | TF-IDF+LR baseline | {champ_label} (re-scored) |",
+        f"| metric | this model | {baseline.get('name', task.BASELINE)} baseline | "
+        f"{champ_label} (re-scored) |",
         "| --- | --- | --- | --- |",
     ]
     for key in _HEADLINE:
@@ -77,23 +80,5 @@ def render(
         if key in report:
             lines.append(f"| {key} | {_fmt(report[key])} | | |")
     lines += ["", decision.markdown("Gate decision").replace("# ", "## ", 1).rstrip(), ""]
-    image = cfg.task == "image-classification"
-    lines += [
-        "## Intended use",
-        "",
-        f"Classifying {'images' if image else 'short texts'} like those in "
-        f"`{cfg.source.path}` into "
-        f"{', '.join(cfg.labels) or 'the dataset labels'}; served with "
-        f"`tunesmith predict --dataset {cfg.name}`.",
-        "",
-        "## Limitations",
-        "",
-        "- Only as good as its training data: inputs unlike the training distribution "
-        "(other domains, languages, lengths, cameras) are classified with unknown quality.",
-        "- Images are resized and centre-cropped by the model's image processor."
-        if image else f"- Inputs are truncated to {cfg.tokenize.max_length} tokens.",
-        "- Scores are softmax outputs; check `ece` above before reading them as probabilities.",
-        "- Metrics come from one test split; small splits give wide error bars.",
-        "",
-    ]
+    lines += task.card_lines(cfg)
     return "\n".join(lines)

@@ -9,6 +9,7 @@ import hashlib
 import shutil
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -116,7 +117,8 @@ def _as_str(frame: pd.DataFrame) -> pd.DataFrame:
     # Labels may be ints in parquet/HF data; the pipeline maps labels as strings.
     out = frame.copy()
     for col in out.columns:
-        if out[col].dtype != object or not out[col].map(lambda v: isinstance(v, (list, dict))).any():
+        if (out[col].dtype != object
+                or not out[col].map(lambda v: isinstance(v, (list, dict))).any()):
             out[col] = out[col].astype("string").astype(object).where(out[col].notna(), None)
     return out
 
@@ -133,3 +135,31 @@ def require_columns(frame: pd.DataFrame, needed: list[str], path: Path) -> None:
     raise DataError(
         f"{path}: column {missing[0]!r} not found; columns are {found[:10]}{hint}"
     )
+
+
+def ingest_table(cfg: Any, staging: Path, columns: list[str]) -> tuple[pd.DataFrame, dict]:
+    """A table source (file, folder of a saved HF dataset, or URL) copied into `staging`.
+
+    Returns its rows (the `columns` it must have, every value a str) and the manifest
+    fields. No timestamp in the manifest: the same source must give byte-identical outputs,
+    or DVC and the step cache would see a change where there is none.
+    """
+    src_path = cfg.source.path
+    if is_url(src_path):
+        local = fetch(src_path, staging / ("source" + Path(src_path.split("?")[0]).suffix))
+    else:
+        local = Path(src_path) if Path(src_path).is_absolute() else cfg.root / src_path
+    fmt = source_format(cfg.source, local) if local.exists() else None
+    frame = read_table(local, cfg.source)  # raises DataError naming the file
+    require_columns(frame, columns, local)
+    copy = staging / ("source" + ("" if local.is_dir() else local.suffix))
+    if local.parent != staging:
+        if local.is_dir():
+            shutil.copytree(local, copy)
+        else:
+            shutil.copyfile(local, copy)
+    stored = copy if copy.exists() else local
+    manifest = {"source": src_path, "format": fmt, "rows": len(frame),
+                "columns": list(frame.columns), "sha256": file_digest(stored),
+                "bytes": stored.stat().st_size}
+    return frame[columns], manifest

@@ -15,11 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tunesmith.cleaning import frame_digest, publish_clean_output
+from tunesmith.cleaning import class_balance, publish_dropped, write_splits
 from tunesmith.config import CleanConfig, Config
-from tunesmith.jsonio import read_json
 
-SPLITS = ("train", "val", "test")
 SPLIT_COLUMNS = ["image", "label", "sha256", "width", "height", "path"]
 
 
@@ -80,13 +78,10 @@ def to_rgb(src: Path, dst_dir: Path, sha: str) -> tuple[str, bool]:
     return name, True
 
 
-def write_outputs(cfg: Config, frame: pd.DataFrame, assignment: pd.Series, drops: dict,
-                  dropped: list[pd.DataFrame], rows_in: int) -> dict:
-    """images/ + {train,val,test}.parquet + report.json (+ dropped.csv) into cfg.dirs.clean."""
-    out = cfg.dirs.clean
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "images").mkdir(parents=True)
+def write_outputs(cfg: Config, staging: Path, frame: pd.DataFrame, assignment: pd.Series,
+                  drops: dict, dropped: list[pd.DataFrame], rows_in: int) -> dict:
+    """images/ (RGB) + {train,val,test}.parquet (+ dropped.csv) into `staging`; the report."""
+    (staging / "images").mkdir(parents=True, exist_ok=True)
     frame = frame.copy()
     converted = 0
     names = []
@@ -98,20 +93,12 @@ def write_outputs(cfg: Config, frame: pd.DataFrame, assignment: pd.Series, drops
     frame["width"] = frame["width"].astype(int)
     frame["height"] = frame["height"].astype(int)
     report: dict = {"rows_in": rows_in, "rows_out": len(frame), "dropped": drops,
-                    "split_sizes": {}, "digests": {}, "converted_to_rgb": converted,
-                    "source_sha256": read_json(cfg.dirs.raw / "manifest.json")["sha256"]}
-    for split in SPLITS:
-        part = frame.loc[assignment == split, SPLIT_COLUMNS].reset_index(drop=True)
-        part.to_parquet(staging / f"{split}.parquet", index=False)
-        report["split_sizes"][split] = len(part)
-        report["digests"][split] = frame_digest(part)
+                    "converted_to_rgb": converted,
+                    **write_splits(staging, frame, assignment, SPLIT_COLUMNS)}
     for side in ("width", "height"):
         values = frame[side].to_numpy()
         report[f"image_{side}"] = {"min": int(values.min()), "p50": int(np.median(values)),
                                    "max": int(values.max())}
-    report["class_balance"] = {
-        split: frame.loc[assignment == split, "label"].value_counts().sort_index().to_dict()
-        for split in SPLITS
-    }
-    publish_clean_output(staging, out, report, dropped)
+    report["class_balance"] = class_balance(frame, assignment)
+    publish_dropped(staging, dropped)
     return report

@@ -8,9 +8,6 @@ smaller than float32, and the random resized crop of augmentation works on these
 
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +16,6 @@ import pyarrow as pa
 
 from tunesmith.config import Config
 from tunesmith.errors import DataError, EnvironmentProblem
-from tunesmith.jsonio import read_json, write_json
 
 SPLITS = ("train", "val", "test")
 BATCH = 256  # images decoded per processor call: bounded memory on large datasets
@@ -65,23 +61,9 @@ def resize(processor, images: list) -> np.ndarray:
     return np.clip(np.rint(out["pixel_values"]), 0, 255).astype(np.uint8)
 
 
-def cache_key(cfg: Config, base: str) -> str:
-    digests = read_json(cfg.dirs.clean / "report.json")["digests"]
-    h = hashlib.sha256(json.dumps([digests, cfg.task, cfg.labels], sort_keys=True).encode())
-    config = Path(base) / "preprocessor_config.json"
-    h.update(config.read_bytes() if config.is_file() else base.encode())
-    return h.hexdigest()
-
-
-def preprocess(cfg: Config, base: str, out: Path) -> dict[str, int] | None:
-    """Write train/val/test + meta.json into `out`; None when the cached output matches."""
-    key = cache_key(cfg, base)
-    if (out / "meta.json").is_file() and read_json(out / "meta.json").get("cache_key") == key:
-        return None
+def preprocess(cfg: Config, base: str, staging: Path) -> dict:
+    """Write train/val/test into `staging`; the report (rows, image shape, normalisation)."""
     processor = load_processor(base)
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
     label_ids = {name: i for i, name in enumerate(cfg.labels)}
     rows, shape = {}, None
     for split in SPLITS:
@@ -93,18 +75,11 @@ def preprocess(cfg: Config, base: str, out: Path) -> dict[str, int] | None:
         pixels = np.concatenate(chunks) if chunks else np.zeros((0, 3, 1, 1), np.uint8)
         shape = shape or (list(pixels.shape[1:]) if len(pixels) else None)
         _save(staging / split, pixels, [label_ids[x] for x in frame["label"]],
-              frame["sha256"].tolist(), f"{key[:16]}-{split}")
+              frame["sha256"].tolist(), f"{cfg.name}-{split}")
         rows[split] = len(frame)
-    write_json(staging / "meta.json", {
-        "task": cfg.task, "labels": cfg.labels, "base_model": base, "image_shape": shape,
-        **normalisation(processor), "cache_key": key,
-        "data_digest": read_json(cfg.dirs.clean / "report.json")["digests"],
-    })
-    write_json(staging / "token_report.json", {"rows": rows, "truncated_share": 0.0,
-                                               "image_shape": shape})
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
-    return rows
+    # `meta` goes into meta.json: what training needs to turn the stored bytes into inputs.
+    return {"rows": rows, "truncated": 0, "truncated_share": 0.0, "image_shape": shape,
+            "meta": {"image_shape": shape, **normalisation(processor)}}
 
 
 def _save(path: Path, pixels: np.ndarray, labels: list[int], shas: list[str], fp: str) -> None:

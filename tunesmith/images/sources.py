@@ -38,7 +38,7 @@ def list_images(cfg: Config) -> tuple[pd.DataFrame, str]:
         raise DataError(f"source.path: not found: {local}")
     fmt = cfg.source.format or ("folder" if local.is_dir() else source_format(cfg.source, local))
     if fmt == "folder":
-        return _from_folder(local), fmt
+        return from_folder(local), fmt
     frame = read_table(local, cfg.source)
     require_columns(frame, [cfg.columns.image, cfg.columns.label], local)
     rows = []
@@ -53,7 +53,7 @@ def list_images(cfg: Config) -> tuple[pd.DataFrame, str]:
     return pd.DataFrame(rows), fmt
 
 
-def _from_folder(root: Path) -> pd.DataFrame:
+def from_folder(root: Path) -> pd.DataFrame:
     if not root.is_dir():
         raise DataError(f"{root}: source.format folder needs a directory of class folders")
     tops = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))

@@ -138,24 +138,20 @@ def model_dir_for(cfg: Config, alias: str) -> Path | None:
     return local / "artifacts" / "model"
 
 
-def smoke_test(uri: str, texts: list[str], expect: tuple[str, ...] = ("label", "score"),
-               column: str | None = None) -> None:
-    """Load the logged model the way `predict` will and classify `texts`, or raise.
+def smoke_test(uri: str, inputs: Any, expect: tuple[str, ...]) -> None:
+    """Load the logged model the way `predict` will and predict `inputs` (a frame), or raise.
 
     MLflow's own check of the input example only warns on failure, and a version that
     cannot load must never be registered, let alone become champion.
     """
-    import pandas as pd
-
     try:
-        column = column or ("prompt" if expect == ("response",) else "text")
-        out = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({column: texts}))
+        out = mlflow.pyfunc.load_model(uri).predict(inputs)
     except Exception as exc:  # noqa: BLE001 - whatever breaks, the model is unusable
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise EnvironmentProblem(
             f"{uri}: the logged model does not load and predict: {first}"
         ) from exc
-    if tuple(out.columns[: len(expect)]) != expect or len(out) != len(texts):
+    if tuple(out.columns[: len(expect)]) != tuple(expect) or len(out) != len(inputs):
         raise EnvironmentProblem(f"{uri}: the logged model returned {list(out.columns)}")
 
 

@@ -131,3 +131,20 @@ class CausalPadCollator:
             labels[row, :n] = torch.tensor(f["labels"])
             mask[row, :n] = 1
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def load_text_tokenizer(base: str) -> Any:
+    """The base model's tokenizer; GPT-2 style vocabularies get eos as their pad token."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def padding_collator(tokenizer: Any) -> Any:
+    """Dynamic padding to the batch's longest row, rounded to a multiple of 8."""
+    from transformers import DataCollatorWithPadding
+
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)

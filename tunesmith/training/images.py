@@ -114,3 +114,39 @@ def init_head_xavier(model: nn.Module) -> list[str]:
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
     return names
+
+
+def load_image_model(base: str, labels: list[str], opts: Any, **kw: Any) -> nn.Module:
+    """Pretrained body (random for `scratch`); a new Xavier head when the labels differ.
+
+    A checkpoint whose id2label already equals `labels` keeps its trained head (retraining
+    one of our own models); any other label set gets the recipe's fresh head.
+    """
+    from transformers import AutoConfig, AutoModelForImageClassification
+
+    from tunesmith.errors import EnvironmentProblem
+    from tunesmith.training.methods import load_pretrained
+
+    if opts.method == "qlora":
+        raise EnvironmentProblem("train.method=qlora: not supported for image-classification; "
+                                 "use lora (attention models) or freeze/head_only")
+    same = checkpoint_labels(AutoConfig.from_pretrained(base)) == list(labels)
+    model = load_pretrained(AutoModelForImageClassification, base, opts, labels=labels,
+                            attention=False, **kw)
+    if opts.method == "scratch" or not same:
+        init_head_xavier(model)
+    return model
+
+
+def image_training_data(tokenized: Path, base: str, opts: Any) -> tuple:
+    """Train (augmented) and val image datasets, and the base model's image processor
+    (saved next to the model, so evaluate, the registry and predict preprocess alike)."""
+    from transformers import AutoImageProcessor
+
+    from tunesmith.training.data import read_meta
+
+    meta = read_meta(tokenized)
+    train_ds = ImageDataset.load(tokenized / "train", meta, augment=opts.augment,
+                                 min_scale=opts.augment_min_scale)
+    val_ds = ImageDataset.load(tokenized / "val", meta)
+    return train_ds, val_ds, AutoImageProcessor.from_pretrained(base, backend="pil")

@@ -7,12 +7,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
-    AutoModelForImageClassification,
-    AutoModelForSequenceClassification,
-)
+from transformers import AutoConfig
 
 from tunesmith.errors import EnvironmentProblem
 from tunesmith.training.layers import HEAD_NAMES, freeze_bottom, set_trainable
@@ -63,35 +58,27 @@ def lora_targets(model_type: str, configured: list[str]) -> list[str] | str:
     return LORA_TARGETS.get(model_type, "all-linear")
 
 
-def _auto_cls(task: str):
-    if task == "image-classification":
-        return AutoModelForImageClassification
-    return AutoModelForCausalLM if task == "causal-lm" else AutoModelForSequenceClassification
+def label_kwargs(labels: list[str] | None) -> dict[str, Any]:
+    """from_pretrained kwargs for a head sized to `labels` (none for a language model)."""
+    if labels is None:
+        return {}
+    return {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+            "label2id": {name: i for i, name in enumerate(labels)}}
 
 
-def _model_kwargs(task: str, labels: list[str]) -> dict[str, Any]:
-    # SDPA is the fused attention kernel in torch>=2; transformers falls back when unsupported.
-    # CNNs (ResNet) have no attention and reject the argument; ViT picks SDPA by default.
-    kwargs: dict[str, Any] = (
-        {} if task == "image-classification" else {"attn_implementation": "sdpa"})
-    if task != "causal-lm":
-        kwargs.update(
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={name: i for i, name in enumerate(labels)},
-        )
-    return kwargs
-
-
-def load_base(base: str, task: str, labels: list[str], opts: TrainOptions) -> nn.Module:
-    """Pretrained weights (random for `scratch`), with a fresh head sized for `labels`."""
-    cls = _auto_cls(task)
-    kwargs = _model_kwargs(task, labels)
-    if task == "image-classification":
-        return _load_image_model(base, labels, opts, kwargs)
+def load_pretrained(cls: Any, base: str, opts: TrainOptions, labels: list[str] | None = None,
+                    attention: bool = True, **kw: Any) -> nn.Module:
+    """`cls.from_pretrained(base)` as `opts.method` needs it: random weights for `scratch`,
+    4-bit NF4 for `qlora`, a fresh head when `labels` differ from the checkpoint's."""
+    kwargs: dict[str, Any] = {**label_kwargs(labels), **kw}
+    if attention:
+        # SDPA is the fused attention kernel in torch>=2; transformers falls back when
+        # unsupported. CNNs (ResNet) have no attention and reject the argument.
+        kwargs.setdefault("attn_implementation", "sdpa")
     if opts.method == "scratch":
-        attn = kwargs.pop("attn_implementation")
-        return cls.from_config(AutoConfig.from_pretrained(base, **kwargs), attn_implementation=attn)
+        attn = kwargs.pop("attn_implementation", None)
+        config = AutoConfig.from_pretrained(base, **kwargs)
+        return cls.from_config(config, **({"attn_implementation": attn} if attn else {}))
     if opts.method == "qlora":
         from transformers import BitsAndBytesConfig
 
@@ -103,36 +90,16 @@ def load_base(base: str, task: str, labels: list[str], opts: TrainOptions) -> nn
         )
         kwargs["dtype"] = torch.bfloat16
     # A checkpoint trained with other labels has a differently shaped head: replace it.
-    return cls.from_pretrained(base, ignore_mismatched_sizes=task != "causal-lm", **kwargs)
+    return cls.from_pretrained(base, ignore_mismatched_sizes=labels is not None, **kwargs)
 
 
-def _load_image_model(base: str, labels: list[str], opts: TrainOptions,
-                      kwargs: dict[str, Any]) -> nn.Module:
-    """Pretrained body (random for `scratch`); a new Xavier head when the labels differ.
+def apply_method(model: nn.Module, opts: TrainOptions, labelled: bool = True,
+                 peft_task: str | None = None) -> nn.Module:
+    """Freeze / wrap `model` for `opts.method`; returns the model to train.
 
-    A checkpoint whose id2label already equals `labels` keeps its trained head (retraining
-    one of our own models); any other label set gets the recipe's fresh head.
+    `labelled`: the model has a classification head (trained fully under LoRA too);
+    `peft_task`: peft's TaskType name for the wrapper (None: a plain PeftModel).
     """
-    from tunesmith.training.images import checkpoint_labels, init_head_xavier
-
-    if opts.method in ("qlora",):
-        raise EnvironmentProblem("train.method=qlora: not supported for image-classification; "
-                                 "use lora (attention models) or freeze/head_only")
-    same = checkpoint_labels(AutoConfig.from_pretrained(base)) == list(labels)
-    if opts.method == "scratch":
-        model = AutoModelForImageClassification.from_config(
-            AutoConfig.from_pretrained(base, **kwargs))
-    else:
-        model = AutoModelForImageClassification.from_pretrained(
-            base, ignore_mismatched_sizes=True, **kwargs)
-    if opts.method == "scratch" or not same:
-        names = init_head_xavier(model)
-        log.info("image head %s: Xavier-uniform weights, zero bias", names)
-    return model
-
-
-def apply_method(model: nn.Module, task: str, opts: TrainOptions) -> nn.Module:
-    """Freeze / wrap `model` for `opts.method`; returns the model to train."""
     method = opts.method
     if method in ("full", "scratch"):
         set_trainable(model, "all")
@@ -145,7 +112,7 @@ def apply_method(model: nn.Module, task: str, opts: TrainOptions) -> nn.Module:
         # stay in the optimizer so later stages only flip requires_grad.
         set_trainable(model, "all")
     elif method in ("lora", "qlora"):
-        model = wrap_lora(model, task, opts)
+        model = wrap_lora(model, opts, labelled, peft_task)
     else:  # pragma: no cover - TrainOptions.method is a Literal checked by the config
         raise ValueError(f"unknown method {method}")
     if opts.gradient_checkpointing:
@@ -158,7 +125,8 @@ def apply_method(model: nn.Module, task: str, opts: TrainOptions) -> nn.Module:
     return model
 
 
-def wrap_lora(model: nn.Module, task: str, opts: TrainOptions) -> nn.Module:
+def wrap_lora(model: nn.Module, opts: TrainOptions, labelled: bool,
+              peft_task: str | None) -> nn.Module:
     """peft LoRA (after k-bit preparation for QLoRA); the head trains fully and is saved."""
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
 
@@ -167,18 +135,16 @@ def wrap_lora(model: nn.Module, task: str, opts: TrainOptions) -> nn.Module:
             model, use_gradient_checkpointing=opts.gradient_checkpointing
         )
     present = {name.split(".")[-1] for name, _ in model.named_modules()}
-    head = [] if task == "causal-lm" else [h for h in HEAD_NAMES if h in present]
+    head = [h for h in HEAD_NAMES if h in present] if labelled else []
     model_type = model.config.model_type
-    if (task == "image-classification" and model_type in NO_ATTENTION
-            and not opts.lora.target_modules):
+    if model_type in NO_ATTENTION and not opts.lora.target_modules:
         raise EnvironmentProblem(
             f"train.method=lora: {model_type} has no attention layers to adapt; use an attention "
             "model (vit, deit, ...), set train.lora.target_modules, or train.method=freeze"
         )
-    task_types = {"causal-lm": TaskType.CAUSAL_LM, "text-classification": TaskType.SEQ_CLS}
     config = LoraConfig(
-        # Images: a plain PeftModel (SEQ_CLS's forward expects input_ids, not pixel_values).
-        task_type=task_types.get(task),
+        # None (images): a plain PeftModel; SEQ_CLS's forward expects input_ids.
+        task_type=getattr(TaskType, peft_task) if peft_task else None,
         r=opts.lora.r,
         lora_alpha=opts.lora.alpha,
         lora_dropout=opts.lora.dropout,

@@ -21,12 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from transformers import (
-    AutoTokenizer,
-    DataCollatorWithPadding,
     EarlyStoppingCallback,
     Trainer,
     TrainerCallback,
@@ -35,11 +32,11 @@ from transformers import (
 )
 from transformers.trainer_callback import ProgressCallback
 
+from tunesmith import tasktypes
 from tunesmith.training.callbacks import EpochLog, QuietProgress
-from tunesmith.training.causal_lm import causal_collator, perplexity
-from tunesmith.training.data import LengthGroupedSampler, LongestFirstSampler, TokenizedDataset
+from tunesmith.training.data import LengthGroupedSampler, LongestFirstSampler
 from tunesmith.training.layers import count_params
-from tunesmith.training.methods import apply_method, check_environment, load_base
+from tunesmith.training.methods import apply_method, check_environment
 from tunesmith.training.options import TrainOptions
 from tunesmith.training.param_groups import make_optimizer, param_groups
 from tunesmith.training.staged import StagedUnfreezing, resolve_stages
@@ -122,32 +119,6 @@ def precision_flags(opts: TrainOptions) -> tuple[str, dict[str, bool]]:
     return choice, flags
 
 
-def metric_settings(task: str, opts: TrainOptions) -> tuple[str, bool]:
-    """(metric name without `eval_`, greater_is_better)."""
-    metric = opts.metric_for_best
-    if task == "causal-lm" and metric not in ("loss", "perplexity"):
-        metric = "loss"
-    return metric, not any(k in metric for k in ("loss", "perplexity"))
-
-
-def classification_metrics(eval_pred) -> dict[str, float]:
-    """accuracy and macro F1 from argmax predictions (numpy only: no sklearn on GPU boxes)."""
-    preds, labels = np.asarray(eval_pred.predictions), np.asarray(eval_pred.label_ids)
-    f1s = []
-    for c in np.union1d(preds, labels):
-        tp = np.sum((preds == c) & (labels == c))
-        denom = np.sum(preds == c) + np.sum(labels == c)
-        f1s.append(2 * tp / denom if denom else 0.0)
-    return {"accuracy": float(np.mean(preds == labels)), "f1_macro": float(np.mean(f1s))}
-
-
-def argmax_logits(logits, labels):
-    """Keep only predicted ids during eval, not the full logits."""
-    if isinstance(logits, tuple):
-        logits = logits[0]
-    return logits.argmax(dim=-1)
-
-
 def last_complete_checkpoint(ckpt: Path) -> str | None:
     """Newest `checkpoint-N` that finished saving (trainer_state.json is written last), so a
     kill in the middle of a save falls back to the previous checkpoint."""
@@ -212,7 +183,8 @@ class TunesmithTrainer(Trainer):
         return LongestFirstSampler(lengths)
 
 
-def training_args(req: TrainRequest, ckpt: Path, metric: str, greater: bool) -> TrainingArguments:
+def training_args(req: TrainRequest, ckpt: Path, metric: str, greater: bool,
+                  loss_only: bool = False) -> TrainingArguments:
     opts = req.options
     epochs = opts.epochs
     if opts.method == "staged":
@@ -256,7 +228,7 @@ def training_args(req: TrainRequest, ckpt: Path, metric: str, greater: bool) -> 
         report_to="none",
         remove_unused_columns=False,
         label_names=["labels"],
-        prediction_loss_only=req.task == "causal-lm",
+        prediction_loss_only=loss_only,
         torch_compile=opts.compile,
         # Staged runs keep frozen weights in the DDP graph; they get no gradient some epochs.
         ddp_find_unused_parameters=opts.method == "staged" or None,
@@ -277,29 +249,24 @@ def train_model(req: TrainRequest) -> TrainSummary:
     started = time.perf_counter()
     set_seed(opts.seed)
 
-    image = req.task == "image-classification"
-    if image:
-        train_ds, val_ds, tokenizer = _image_inputs(req)  # "tokenizer": the image processor
-    else:
-        train_ds = TokenizedDataset.load(req.tokenized_dir / "train")
-        val_ds = TokenizedDataset.load(req.tokenized_dir / "val")
-        tokenizer = AutoTokenizer.from_pretrained(req.base_model)
-        if tokenizer.pad_token is None:  # GPT-2 style vocabularies have no pad token
-            tokenizer.pad_token = tokenizer.eos_token
-
+    task = tasktypes.get(req.task)
+    train_ds, val_ds, processor = task.training_data(req.tokenized_dir, req.base_model, opts)
     source = str(model_dir(opts.warm_start)) if opts.warm_start else req.base_model
-    model = load_base(source, req.task, req.labels, opts)
-    if opts.warm_start and req.task != "causal-lm":
+    labels = list(req.labels) if task.LABELLED else None
+    model = task.load_model(source, labels, opts)
+    if opts.warm_start and task.LABELLED:
         copy_head_rows(model, req.labels, Path(source))
-    if not image and getattr(model.config, "pad_token_id", None) is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    model = apply_method(model, req.task, opts)
+    pad_id = getattr(processor, "pad_token_id", None)  # tokenizers have one, image processors not
+    if pad_id is not None and getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = pad_id
+    model = apply_method(model, opts, task.LABELLED, task.PEFT_TASK)
     trainable, total = count_params(model)
 
-    metric, greater = metric_settings(req.task, opts)
+    metric, greater = task.best_metric(opts)
     fp = fingerprint(req)
     ckpt = Path(req.checkpoint_dir) / fp
-    args = training_args(req, ckpt, metric, greater)
+    compute_metrics, preprocess = task.metric_fns()
+    args = training_args(req, ckpt, metric, greater, loss_only=compute_metrics is None)
     if args.process_index == 0:
         print(
             f"train: method={opts.method} trainable {trainable:,} / {total:,} params "
@@ -307,18 +274,6 @@ def train_model(req: TrainRequest) -> TrainSummary:
             file=sys.stderr,
             flush=True,
         )
-
-    if req.task == "causal-lm":
-        collator = causal_collator(tokenizer, opts.packing)
-        compute_metrics, preprocess = None, None
-    elif image:
-        from tunesmith.training.images import image_collator
-
-        collator = image_collator
-        compute_metrics, preprocess = classification_metrics, argmax_logits
-    else:
-        collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
-        compute_metrics, preprocess = classification_metrics, argmax_logits
 
     callbacks: list[TrainerCallback] = [
         EpochLog(metric, opts.batch_size * opts.grad_accum * args.world_size, args.num_train_epochs)
@@ -334,8 +289,8 @@ def train_model(req: TrainRequest) -> TrainSummary:
         args=args,
         train_dataset=train_ds,
         eval_dataset=val_ds,
-        processing_class=tokenizer,
-        data_collator=collator,
+        processing_class=processor,
+        data_collator=task.collator(processor, opts),
         compute_metrics=compute_metrics,
         preprocess_logits_for_metrics=preprocess,
         callbacks=callbacks,
@@ -351,8 +306,7 @@ def train_model(req: TrainRequest) -> TrainSummary:
         print(f"train: resuming from {resume}", file=sys.stderr, flush=True)
     result = trainer.train(resume_from_checkpoint=resume)
     val_metrics = best_eval_metrics(trainer.state, metric) or eval_values(trainer.evaluate())
-    if req.task == "causal-lm":
-        val_metrics["perplexity"] = perplexity(val_metrics["loss"])
+    val_metrics = task.finish_val_metrics(val_metrics)
 
     mem, mem_kind = peak_memory()
     state = trainer.state
@@ -389,25 +343,9 @@ def train_model(req: TrainRequest) -> TrainSummary:
         output_dir=str(req.output_dir),
     )
     if trainer.is_world_process_zero():
-        write_outputs(trainer, tokenizer, req, summary)
+        write_outputs(trainer, processor, req, summary)
         shutil.rmtree(ckpt, ignore_errors=True)
     return summary
-
-
-def _image_inputs(req: TrainRequest):
-    """Train (augmented) and val image datasets, and the base model's image processor."""
-    from transformers import AutoImageProcessor
-
-    from tunesmith.training.data import read_meta
-    from tunesmith.training.images import ImageDataset
-
-    opts, meta = req.options, read_meta(req.tokenized_dir)
-    train_ds = ImageDataset.load(req.tokenized_dir / "train", meta, augment=opts.augment,
-                                 min_scale=opts.augment_min_scale)
-    val_ds = ImageDataset.load(req.tokenized_dir / "val", meta)
-    # Saved next to the model so evaluate, the registry and predict preprocess the same way.
-    processor = AutoImageProcessor.from_pretrained(req.base_model, backend="pil")
-    return train_ds, val_ds, processor
 
 
 def write_outputs(trainer: Trainer, tokenizer, req: TrainRequest, summary: TrainSummary) -> None:
@@ -422,7 +360,7 @@ def write_outputs(trainer: Trainer, tokenizer, req: TrainRequest, summary: Train
         model.save_pretrained(out / "adapter")
         tokenizer.save_pretrained(out / "adapter")
         model = merged_model(model, req)
-    if req.task == "causal-lm":
+    if getattr(model.config, "use_cache", None) is False:
         model.config.use_cache = True  # Trainer turns it off for training; generation wants it
     model.save_pretrained(out / "model")
     tokenizer.save_pretrained(out / "model")
@@ -439,12 +377,10 @@ def merged_model(peft_model, req: TrainRequest):
     # 4-bit weights can't absorb the adapter exactly: reload the base in bf16 and merge there.
     from peft import PeftModel
 
-    from tunesmith.training.methods import _auto_cls, _model_kwargs
-
-    base = _auto_cls(req.task).from_pretrained(
-        req.base_model, dtype=torch.bfloat16, ignore_mismatched_sizes=req.task != "causal-lm",
-        **_model_kwargs(req.task, req.labels),
-    )
+    task = tasktypes.get(req.task)
+    full = dataclasses.replace(req.options, method="full")
+    base = task.load_model(req.base_model, list(req.labels) if task.LABELLED else None, full,
+                           dtype=torch.bfloat16)
     return PeftModel.from_pretrained(base, Path(req.output_dir) / "adapter").merge_and_unload()
 
 

@@ -8,15 +8,17 @@ functions that use it, so `import tunesmith.validation` works on a training mach
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from tunesmith.cleaning import frame_digest
 from tunesmith.config import Config
-from tunesmith.errors import ConfigError, DataError
+from tunesmith.errors import DataError
 from tunesmith.validation import report
-from tunesmith.validation.suites import BUILDERS, SPLITS
+from tunesmith.validation.suites import SPLITS
 
 
 @dataclass
@@ -31,6 +33,7 @@ class Outcome:
     result_path: Path
     summary_path: Path
     docs_index: Path
+    digests: dict[str, str]  # of the splits it judged
 
 
 def load_splits(cfg: Config) -> dict[str, pd.DataFrame]:
@@ -47,18 +50,16 @@ def load_splits(cfg: Config) -> dict[str, pd.DataFrame]:
     return frames
 
 
-def run_validation(cfg: Config) -> Outcome:
-    """Run the dataset's suites on its clean splits and write result.json, summary.md, docs."""
+def run_validation(cfg: Config, suite: Callable[[Config, dict], list]) -> Outcome:
+    """Run `suite` (the task type's batches) on the clean splits; write result.json,
+    summary.md and the Data Docs."""
     from tunesmith.validation.engine import run_batches
 
-    builder = BUILDERS.get(cfg.task)
-    if builder is None:
-        raise ConfigError(f"task: no validation suite for task type {cfg.task!r} yet")
     frames = load_splits(cfg)
     out = cfg.dirs.validation
     out.mkdir(parents=True, exist_ok=True)
     docs_dir = out / "data_docs"
-    results = run_batches(cfg.name, builder(cfg, frames), docs_dir, cfg.validate_.n_examples)
+    results = run_batches(cfg.name, suite(cfg, frames), docs_dir, cfg.validate_.n_examples)
 
     records = [report.record(b, r) for b, res in results for r in res.results]
     failures = [report.failure_line(r) for r in records if not r["success"]]
@@ -67,6 +68,7 @@ def run_validation(cfg: Config) -> Outcome:
         success=not failures, n_expectations=len(records), n_failed=len(failures),
         failures=failures, result_path=out / "result.json", summary_path=out / "summary.md",
         docs_index=docs_dir / "index.html",
+        digests={split: frame_digest(f) for split, f in frames.items()},
         headline=report.headline(cfg.name, records, out / "summary.md"),
     )
     report.write_json(outcome.result_path, {

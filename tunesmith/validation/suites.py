@@ -7,7 +7,6 @@ run on small derived frames so that GX still reports them, offending rows includ
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,17 +153,3 @@ def causal_lm(cfg: Config, frames: dict[str, pd.DataFrame]) -> list[Batch]:
             gxe.ExpectColumnValuesToBeInSet(column="in_other_split", value_set=[False]),
         ], row_id=["split", "row", "prompt"]))
     return batches
-
-
-def image_classification(cfg: Config, frames: dict[str, pd.DataFrame]) -> list[Batch]:
-    """Decodable share, sizes, files, class balance, leaks: see tunesmith/images/suites.py."""
-    from tunesmith.images.suites import image_classification as build
-
-    return build(cfg, frames)
-
-
-BUILDERS: dict[str, Callable[[Config, dict[str, pd.DataFrame]], list[Batch]]] = {
-    "text-classification": text_classification,
-    "causal-lm": causal_lm,
-    "image-classification": image_classification,
-}

@@ -1,0 +1,136 @@
+"""The code a step depends on: the project modules it imports, found by reading the source.
+
+A step's code is `tasks/<step>.py` and every project module it imports (at the top or
+inside a function, transitively, with the packages' `__init__.py` that importing runs),
+plus the task type's module and what the protocol functions the step declares in
+`STEP.uses` import. Only those protocol functions count: the task module's serving code
+imports the registry, and a change there must not retrain. Modules imported by name at run
+time (`importlib`) are not followed, which is how the task type is picked per dataset.
+
+The Prefect cache key hashes these files and `dvc.yaml` lists them as deps, so both re-run
+a step when, and only when, code it runs changed.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent  # the checkout holding tunesmith/ and tasks/
+PACKAGES = ("tunesmith", "tasks")
+
+
+def module_path(module: str) -> Path | None:
+    """The file of a project module, or None if `module` is not one of ours."""
+    if module.split(".")[0] not in PACKAGES:
+        return None
+    base = ROOT.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@functools.cache
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"), str(path))
+
+
+def _imports_in(nodes: list[ast.AST], module: str) -> set[str]:
+    """Project modules imported anywhere inside `nodes` (relative imports resolved)."""
+    package = module if module_path(module) and module_path(module).name == "__init__.py" \
+        else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in (n for top in nodes for n in _walk(top)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)  # submodules
+    return {m for m in found if module_path(m) is not None}
+
+
+def _walk(node: ast.AST):
+    """ast.walk, minus `if TYPE_CHECKING:` blocks (never run, so not a dependency)."""
+    yield node
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+            yield from (n for stmt in child.orelse for n in _walk(stmt))
+            continue
+        yield from _walk(child)
+
+
+def _with_parents(module: str) -> set[str]:
+    parts = module.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+
+
+@functools.cache
+def module_closure(module: str) -> frozenset[str]:
+    """`module`, its parent packages and every project module they import, transitively."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        current = todo.pop()
+        for name in _with_parents(current):
+            if name in seen or module_path(name) is None:
+                continue
+            seen.add(name)
+            todo.extend(_imports_in([_tree(module_path(name))], name))
+    return frozenset(seen)
+
+
+def function_closure(module: str, functions: tuple[str, ...]) -> frozenset[str]:
+    """What calling `functions` of `module` imports: its top-level imports, the imports in
+    those functions and in the module's own functions they call, each expanded fully."""
+    tree = _tree(module_path(module))
+    defs = {n.name: n for n in tree.body
+            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)}
+    top = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+    wanted, todo = set(), [f for f in functions if f in defs]
+    while todo:
+        name = todo.pop()
+        if name in wanted:
+            continue
+        wanted.add(name)
+        used = {n.id for n in ast.walk(defs[name]) if isinstance(n, ast.Name)}
+        todo.extend(used & set(defs) - wanted)
+    imported = _imports_in(top + [defs[n] for n in wanted], module)
+    out: set[str] = set(_with_parents(module))
+    for name in imported:
+        out |= module_closure(name)
+    return frozenset(m for m in out if module_path(m) is not None)
+
+
+def step_files(step: str, task_module: str, uses: tuple[str, ...]) -> list[str]:
+    """Sorted project-relative paths of the code `step` runs for a task type (see above)."""
+    modules = module_closure(f"tasks.{step}") | function_closure(task_module, uses)
+    return sorted({module_path(m).relative_to(ROOT).as_posix() for m in modules})
+
+
+@functools.cache
+def _toplevel(module: str) -> frozenset[str]:
+    """`module`, its parents and what their top-level imports import at top level."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        current = todo.pop()
+        for name in _with_parents(current):
+            if name in seen or module_path(name) is None:
+                continue
+            seen.add(name)
+            tree = _tree(module_path(name))
+            top = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+            todo.extend(_imports_in(top, name))
+    return frozenset(seen)
+
+
+def toplevel_files(modules: list[str]) -> list[str]:
+    """Sorted paths of what importing `modules` runs (function-level imports not followed)."""
+    found = set().union(*(_toplevel(m) for m in modules))
+    return sorted({module_path(m).relative_to(ROOT).as_posix() for m in found})

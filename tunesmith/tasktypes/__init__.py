@@ -1,0 +1,112 @@
+"""Task types: one module each, behind one small protocol (`TaskType` below).
+
+The steps (`tasks/<step>.py`) and the training core call a task type through this protocol
+and never branch on `cfg.task`; adding a task type (token classification, regression, ...)
+is one new module here, one entry in `MODULES` and its tests (docs/architecture.md says how).
+
+A task module imports nothing heavy at module level (no pandas, torch, pydantic, GX,
+MLflow): the training core imports it on an accelerator machine that has only torch,
+transformers, peft, accelerate, pandas and pyarrow, and `tunesmith dvc-yaml` / the step cache
+keys read its `READS` without paying for imports. What each protocol function needs it
+imports inside, so a step's code dependencies (tunesmith.codedeps) are only the functions
+it calls.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from tunesmith.config import Config
+    from tunesmith.training.options import TrainOptions
+    from tunesmith.validation.suites import Batch
+
+MODULES: dict[str, str] = {
+    "text-classification": "tunesmith.tasktypes.text_classification",
+    "causal-lm": "tunesmith.tasktypes.causal_lm",
+    "image-classification": "tunesmith.tasktypes.image_classification",
+}
+
+
+class TaskType(Protocol):
+    """What a task type module provides. Each function is called by one step."""
+
+    NAME: str
+    ROLES: tuple[str, ...]  # `columns.<role>` a dataset of this type maps, in this order
+    LABELLED: bool  # classes listed in `labels` (at least two), a head sized to them
+    MEASURES: frozenset[str]  # metrics its evaluation reports; thresholds on others are skipped
+    BASELINE: str  # the named baseline evaluate scores and the gate compares with
+    PREDICTS: tuple[str, ...]  # first columns the served model returns
+    PEFT_TASK: str | None  # peft TaskType of a LoRA wrapper (None: a plain PeftModel)
+    # Config keys, and folders, a step reads for this task beyond the step's own declaration.
+    READS: Mapping[str, tuple[str, ...]]
+    INPUTS: Mapping[str, tuple[str, ...]]
+
+    # dataset add: the YAML's columns/labels for a source and the --<role>-col options
+    def describe(self, root: Path, src: Any, columns: dict[str, str | None],
+                 label_map: dict[str, str]) -> dict: ...
+
+    # ingest: the source's rows (as read) and the manifest fields
+    def read_source(self, cfg: Config, staging: Path) -> tuple[pd.DataFrame, dict]: ...
+
+    # clean: write {train,val,test}.parquet (+ any files) into staging, return the report
+    def clean(self, cfg: Config, staging: Path) -> dict: ...
+
+    # dataset check: what the clean report says, as lines for a person
+    def report_lines(self, report: dict) -> list[str]: ...
+
+    # validate: the GX batches for the clean splits
+    def suite(self, cfg: Config, frames: dict[str, pd.DataFrame]) -> list[Batch]: ...
+
+    # tokenize: encode the splits into staging; return the token report
+    def encode(self, cfg: Config, base: str, staging: Path) -> dict: ...
+
+    # train (training core, no pydantic): model, data, collator, metrics
+    def load_model(self, base: str, labels: list[str], opts: TrainOptions, **kw: Any) -> Any: ...
+    def training_data(self, tokenized: Path, base: str, opts: TrainOptions) -> tuple: ...
+    def collator(self, processing_class: Any, opts: TrainOptions) -> Any: ...
+    def metric_fns(self) -> tuple[Any, Any]: ...
+    def best_metric(self, opts: TrainOptions) -> tuple[str, bool]: ...
+    def finish_val_metrics(self, metrics: dict[str, float]) -> dict[str, float]: ...
+
+    # evaluate: the candidate (writing its plots into `out`), the baseline, the champion
+    def score_candidate(self, cfg: Config, out: Path) -> dict: ...
+    def score_baseline(self, cfg: Config) -> dict | None: ...
+    def score_champion(self, cfg: Config) -> dict | None: ...
+
+    # register / predict: log the MLflow model; inputs for its smoke test and for predict
+    def log_model(self, cfg: Config, model_dir: Path) -> Any: ...
+    def sample_inputs(self, cfg: Config) -> pd.DataFrame: ...
+    def predict_inputs(self, cfg: Config, values: list[str],
+                       table: Path | None) -> pd.DataFrame: ...
+    def input_columns(self, cfg: Config) -> list[str]: ...
+    def card_lines(self, cfg: Config) -> list[str]: ...
+
+
+PROTOCOL = tuple(
+    name for name in (*TaskType.__annotations__, *vars(TaskType))
+    if not name.startswith("_")
+)
+
+
+def get(name: str) -> TaskType:
+    """The module implementing task type `name` (config validation has checked the name)."""
+    try:
+        return importlib.import_module(MODULES[name])  # type: ignore[return-value]
+    except KeyError:
+        raise ValueError(f"unknown task type {name!r}; known: {', '.join(MODULES)}") from None
+
+
+def extra_reads(name: str, step: str) -> tuple[str, ...]:
+    """Config keys `step` reads for task type `name` on top of its own declaration."""
+    return tuple(get(name).READS.get(step, ()))
+
+
+def module_file(name: str) -> Path:
+    """The source file of task type `name` (a code dependency of every step for it)."""
+    return Path(__file__).with_name(MODULES[name].rsplit(".", 1)[1] + ".py")

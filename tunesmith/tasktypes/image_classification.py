@@ -1,0 +1,249 @@
+"""Image classification: image files (a folder per class, or a table of paths) and labels.
+
+The protocol (tunesmith.tasktypes.TaskType), in step order; the algorithms live in
+tunesmith/images/ (pipeline side) and tunesmith/training/images.py (training core). The
+baseline is logistic regression on thumbnails + colour histograms (tunesmith/images/baseline.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from tunesmith.config import Config
+    from tunesmith.training.options import TrainOptions
+    from tunesmith.validation.suites import Batch
+
+NAME = "image-classification"
+ROLES = ("image", "label")
+LABELLED = True
+BASELINE = "pixels+histogram LR"
+PREDICTS = ("label", "score")
+PEFT_TASK = None  # a plain PeftModel: SEQ_CLS's forward expects input_ids, not pixel_values
+MEASURES = frozenset({"accuracy", "f1_macro", "precision_macro", "recall_macro", "mcc",
+                      "roc_auc", "pr_auc", "ece", "latency_ms_batch1", "latency_ms_batched",
+                      "model_size_mb"})
+READS: dict[str, tuple[str, ...]] = {}
+# The decodable share is a property of the ingested files (clean drops the broken ones).
+INPUTS: dict[str, tuple[str, ...]] = {"validate": ("raw",)}
+
+
+# ---------------------------------------------------------------------- ingest, clean
+
+
+def read_source(cfg: Config, staging: Path) -> tuple[pd.DataFrame, dict]:
+    """Every image copied by digest into staging/images/, with its size, mode, decodability."""
+    from tunesmith.images.sources import ingest_images
+
+    return ingest_images(cfg, staging)
+
+
+def clean(cfg: Config, staging: Path) -> dict:
+    """Drop what can't train (broken, tiny, duplicate files), convert to RGB, split."""
+    import pandas as pd
+
+    from tunesmith.cleaning import map_labels, require_rows, stratified_split
+    from tunesmith.images.cleaning import drop_bad, write_outputs
+
+    frame = pd.read_parquet(cfg.dirs.raw / "rows.parquet")
+    rows_in = len(frame)
+    frame["label"] = map_labels(frame["label"], cfg.labels, cfg.label_map, cfg.source.path,
+                                cfg.name)
+    frame, drops, dropped = drop_bad(frame, cfg.clean)
+    require_rows(frame, drops, rows_in, cfg.source.path, labelled=True)
+    return write_outputs(cfg, staging, frame, stratified_split(frame["label"], cfg.clean.split),
+                         drops, dropped, rows_in)
+
+
+def describe(root: Path, src: Any, columns: dict[str, str | None],
+             label_map: dict[str, str]) -> dict:
+    """`dataset add`: a folder per class (labels = the class folders), or a table with
+    --image-col and --label-col."""
+    from tunesmith.datasets import check_labels, infer_labels, local_source, require_options
+    from tunesmith.images.sources import from_folder
+
+    local = local_source(root, src)
+    if local.is_dir() and src.format in (None, "folder"):
+        found = sorted({label_map.get(v, v) for v in from_folder(local)["label"]})
+        spec: dict = {"columns": {"image": "image", "label": "label"},
+                      "labels": check_labels(found, local, "the class folders")}
+    else:
+        require_options(NAME, columns, ROLES)
+        spec = {"columns": {"image": columns["image"], "label": columns["label"]},
+                "labels": infer_labels(root, src, [columns["image"], columns["label"]],
+                                       columns["label"], label_map)}
+    return {**spec, "label_map": label_map} if label_map else spec
+
+
+def report_lines(report: dict) -> list[str]:
+    """Kept share, converted files, image sizes, class balance, splits."""
+    from tunesmith.cleaning import report_lines as common
+
+    lines = common(report, "path")
+    lines.append(f"  kept {report['rows_out'] / max(report['rows_in'], 1):.0%} of the files; "
+                 f"{report.get('converted_to_rgb', 0)} converted to RGB")
+    w, h = report["image_width"], report["image_height"]
+    lines.append(f"  image size (px): width {w['min']}-{w['max']} (median {w['p50']}), "
+                 f"height {h['min']}-{h['max']} (median {h['p50']})")
+    return lines
+
+
+def suite(cfg: Config, frames: dict[str, pd.DataFrame]) -> list[Batch]:
+    from tunesmith.images.suites import image_classification
+
+    return image_classification(cfg, frames)
+
+
+# -------------------------------------------------------------------------- tokenize
+
+
+def encode(cfg: Config, base: str, staging: Path) -> dict:
+    """The image processor's resize + centre crop, stored as uint8 (same step name)."""
+    from tunesmith.images.preprocess import preprocess
+
+    return preprocess(cfg, base, staging)
+
+
+# ------------------------------------------------------- train (training core: no pydantic)
+
+
+def load_model(base: str, labels: list[str], opts: TrainOptions, **kw: Any) -> Any:
+    from tunesmith.training.images import load_image_model
+
+    return load_image_model(base, labels, opts, **kw)
+
+
+def training_data(tokenized: Path, base: str, opts: TrainOptions) -> tuple:
+    from tunesmith.training.images import image_training_data
+
+    return image_training_data(tokenized, base, opts)
+
+
+def collator(processor: Any, opts: TrainOptions) -> Any:
+    from tunesmith.training.images import image_collator
+
+    return image_collator
+
+
+def metric_fns() -> tuple[Any, Any]:
+    from tunesmith.training.metrics import argmax_logits, classification_metrics
+
+    return classification_metrics, argmax_logits
+
+
+def best_metric(opts: TrainOptions) -> tuple[str, bool]:
+    from tunesmith.training.metrics import direction
+
+    return opts.metric_for_best, direction(opts.metric_for_best)
+
+
+def finish_val_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    return metrics
+
+
+# ------------------------------------------------------------------------- evaluate
+
+
+def _test(cfg: Config) -> tuple[pd.DataFrame, Any, list[Path]]:
+    from tunesmith import classification as C
+
+    test = C.read_split(cfg.dirs.clean, "test", "image")
+    y_true = C.label_ids(cfg.labels, test, cfg.dirs.clean / "test.parquet")
+    return test, y_true, [cfg.dirs.clean / p for p in test["image"]]
+
+
+def score_candidate(cfg: Config, out: Path) -> dict:
+    """The same metrics and files as text, scored on the image files (decode + the saved
+    image processor, as `predict` does), plus a grid of the misclassified images."""
+    from tunesmith import classification as C
+    from tunesmith import metrics as M
+    from tunesmith.images.grid import misclassified_grid
+    from tunesmith.images.scoring import latency, load_image_classifier, predict_proba
+
+    test, y_true, paths = _test(cfg)
+    model, processor = load_image_classifier(cfg.dirs.model / "model", cfg.labels)
+    proba = predict_proba(model, processor, paths, cfg.evaluate.batch_size)
+    report: dict[str, Any] = M.classification_metrics(y_true, proba, cfg.labels)
+    report.update(latency(model, processor, paths, cfg.evaluate.latency_examples))
+    report.update(C.model_size(cfg.dirs.model / "model", model))
+    worst = C.write_outputs(out, test, y_true, proba, report, cfg.labels,
+                            cfg.dirs.model / "curve.csv", cfg.evaluate.n_misclassified, "image")
+    misclassified_grid(worst, cfg.dirs.clean, out / "misclassified_grid.png")
+    return report
+
+
+def score_baseline(cfg: Config) -> dict | None:
+    from tunesmith import classification as C
+    from tunesmith.images import baseline as B
+
+    train = C.read_split(cfg.dirs.clean, "train", "image")
+    _, y_true, paths = _test(cfg)
+    fitted = B.fit_baseline([cfg.dirs.clean / p for p in train["image"]],
+                            C.label_ids(cfg.labels, train, cfg.dirs.clean / "train.parquet"),
+                            seed=cfg.train.seed)
+    return C.scored(y_true, B.baseline_proba(fitted, paths, len(cfg.labels)), cfg.labels)
+
+
+def score_champion(cfg: Config) -> dict | None:
+    from tunesmith import classification as C
+
+    _, y_true, paths = _test(cfg)
+    proba = C.champion_proba(cfg, "image", [str(p) for p in paths])
+    return None if proba is None else C.scored(y_true, proba, cfg.labels)
+
+
+# --------------------------------------------------------------------- register, predict
+
+
+def log_model(cfg: Config, model_dir: Path) -> Any:
+    from tunesmith.registry import store
+
+    return store.log_image_classifier(cfg, model_dir, cfg.labels)
+
+
+def sample_inputs(cfg: Config) -> pd.DataFrame:
+    """A few test images (absolute paths) for register's load-and-predict check."""
+    import pandas as pd
+
+    images = pd.read_parquet(cfg.dirs.clean / "test.parquet")["image"].head(4)
+    return pd.DataFrame({"image": [str(cfg.dirs.clean / p) for p in images]})
+
+
+def predict_inputs(cfg: Config, values: list[str], table: Path | None) -> pd.DataFrame:
+    """Absolute paths of existing image files (a table's relative paths are relative to
+    it); a missing file is one line naming it (and the row of the table)."""
+    import pandas as pd
+
+    from tunesmith.errors import DataError
+
+    out = []
+    for i, value in enumerate(values):
+        path = Path(value)
+        if not path.is_absolute() and table is not None:
+            path = table.parent / path
+        if not path.is_file():
+            where = f"{table}: row {i + 1}: " if table is not None else ""
+            raise DataError(f"{where}image file not found: {path}")
+        out.append(str(path.resolve()))
+    return pd.DataFrame({"image": out})
+
+
+def input_columns(cfg: Config) -> list[str]:
+    return [c for c in (cfg.columns.image, "image", "path") if c]
+
+
+def card_lines(cfg: Config) -> list[str]:
+    return [
+        "## Intended use", "",
+        f"Classifying images like those in `{cfg.source.path}` into {', '.join(cfg.labels)}; "
+        f"served with `tunesmith predict --dataset {cfg.name}`.", "",
+        "## Limitations", "",
+        "- Only as good as its training data: images unlike the training distribution (other "
+        "cameras, scenes, resolutions) are classified with unknown quality.",
+        "- Images are resized and centre-cropped by the model's image processor.",
+        "- Scores are softmax outputs; check `ece` above before reading them as probabilities.",
+        "- Metrics come from one test split; small splits give wide error bars.", "",
+    ]

@@ -1,0 +1,286 @@
+"""Text classification: a text column and a label column; a sequence classifier.
+
+The protocol (tunesmith.tasktypes.TaskType), in step order. The baseline is TF-IDF + logistic
+regression fit on the train split (tunesmith/baseline.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from tunesmith.config import Config
+    from tunesmith.training.options import TrainOptions
+    from tunesmith.validation.suites import Batch
+
+NAME = "text-classification"
+ROLES = ("text", "label")
+LABELLED = True
+BASELINE = "TF-IDF+LR"
+PREDICTS = ("label", "score")
+PEFT_TASK = "SEQ_CLS"  # peft TaskType of the LoRA wrapper
+# What evaluate reports (tunesmith.metrics.classification_metrics, latency, size).
+MEASURES = frozenset({"accuracy", "f1_macro", "precision_macro", "recall_macro", "mcc",
+                      "roc_auc", "pr_auc", "ece", "latency_ms_batch1", "latency_ms_batched",
+                      "model_size_mb"})
+READS: dict[str, tuple[str, ...]] = {}
+INPUTS: dict[str, tuple[str, ...]] = {}
+
+
+# ---------------------------------------------------------------------- ingest, clean
+
+
+def read_source(cfg: Config, staging: Path) -> tuple[pd.DataFrame, dict]:
+    from tunesmith.sources import ingest_table
+
+    columns = [cfg.columns.text, cfg.columns.label]
+    frame, manifest = ingest_table(cfg, staging, columns)
+    return frame.set_axis(list(ROLES), axis=1), manifest
+
+
+def clean(cfg: Config, staging: Path) -> dict:
+    """Normalise, map labels, drop bad rows by reason, de-duplicate (a normalised text with
+    two labels is a conflict), then the stratified, leak-free split."""
+    import pandas as pd
+
+    from tunesmith import cleaning as C
+
+    frame = pd.read_parquet(cfg.dirs.raw / "rows.parquet")
+    rows_in, opts, source = len(frame), cfg.clean, cfg.source.path
+    drops: dict[str, dict] = {}
+    dropped: list[pd.DataFrame] = []
+
+    def drop(mask: pd.Series, reason: str) -> None:
+        nonlocal frame
+        if mask.any():
+            drops[reason] = {"count": int(mask.sum()), "examples": C.examples(frame, mask)}
+            dropped.append(frame.loc[mask].assign(reason=reason))
+            frame = frame.loc[~mask]
+
+    frame["text"] = C.normalise_text(frame["text"], opts)
+    frame["label"] = C.map_labels(frame["label"], cfg.labels, cfg.label_map, source, cfg.name)
+    drop(frame["label"].isna(), "missing_label")
+    drop(frame["text"] == "", "empty_text")
+    drop(frame["text"].str.len() < opts.min_chars, "too_short")
+    drop(frame["text"].str.len() > opts.max_chars, "too_long")
+    conflicts: list[dict] = []
+    if opts.dedup:
+        drop(frame.duplicated(["text", "label"], keep="first"), "duplicate_exact")
+        key = C.dedup_key(frame["text"])
+        conflicting = frame.groupby(key)["label"].transform("nunique") > 1
+        sample = frame.loc[conflicting].assign(key=key[conflicting]).sort_values("key").head(10)
+        conflicts = [{"row": int(i) + 1, "text": r.text[:200], "label": r.label}
+                     for i, r in sample.iterrows()]
+        if opts.drop_conflicting:
+            drop(conflicting, "conflicting_label")
+        drop(C.dedup_key(frame["text"]).duplicated(keep="first"), "duplicate_normalised")
+    C.require_rows(frame, drops, rows_in, source, labelled=True)
+    assignment = C.stratified_split(frame["label"], opts.split)
+    C.publish_dropped(staging, dropped)
+    return {"rows_in": rows_in, "rows_out": len(frame), "dropped": drops,
+            "conflicting_labels": conflicts, "text_chars": C.length_stats(frame["text"]),
+            "class_balance": C.class_balance(frame, assignment),
+            **C.write_splits(staging, frame, assignment, list(ROLES))}
+
+
+def describe(root: Path, src: Any, columns: dict[str, str | None],
+             label_map: dict[str, str]) -> dict:
+    """`dataset add`: the columns (--text-col, --label-col) and the labels found in the data."""
+    from tunesmith.datasets import infer_labels, require_options
+
+    require_options(NAME, columns, ROLES)
+    spec: dict = {"columns": {"text": columns["text"], "label": columns["label"]},
+                  "labels": infer_labels(root, src, [columns["text"], columns["label"]],
+                                         columns["label"], label_map)}
+    return {**spec, "label_map": label_map} if label_map else spec
+
+
+def report_lines(report: dict) -> list[str]:
+    """The clean report for `dataset check`: drops, conflicts, class balance, lengths."""
+    from tunesmith.cleaning import report_lines as common
+
+    chars = report["text_chars"]
+    lines = common(report, "text")
+    if report.get("conflicting_labels"):
+        pair = report["conflicting_labels"][:2]
+        lines.append("  conflicting labels, e.g. " + "; ".join(
+            f"row {c['row']} {c['label']!r}: {c['text'][:40]!r}" for c in pair)
+            + " (all in dropped.csv)")
+    lines.append(f"  text length (chars): p5 {chars['p5']}, p50 {chars['p50']}, "
+                 f"p95 {chars['p95']}, max {chars['max']}")
+    return lines
+
+
+def suite(cfg: Config, frames: dict[str, pd.DataFrame]) -> list[Batch]:
+    from tunesmith.validation.suites import text_classification
+
+    return text_classification(cfg, frames)
+
+
+# -------------------------------------------------------------------------- tokenize
+
+
+def encode(cfg: Config, base: str, staging: Path) -> dict:
+    """Token ids per split with the base model's fast tokenizer (the Rust one when it has a
+    tokenizer.json: no transformers import, no Python dicts per row)."""
+    import numpy as np
+    import pandas as pd
+
+    from tunesmith import tokenization as T
+
+    tokenizer = T.load_rust_tokenizer(base) or T.load_tokenizer(base)
+    label_ids = {name: i for i, name in enumerate(cfg.labels)}
+    max_len = cfg.tokenize.max_length
+    rows, lengths, truncated = {}, {}, 0
+    for split in ("train", "val", "test"):
+        frame = pd.read_parquet(cfg.dirs.clean / f"{split}.parquet")
+        ids, full = T.encode_texts(frame["text"].tolist(), tokenizer, max_len,
+                                   cfg.tokenize.batch_size)
+        length = np.minimum(full, max_len)
+        T.save_split({"input_ids": ids,
+                      "labels": frame["label"].map(label_ids).to_numpy(dtype=np.int64),
+                      "length": length}, staging / split, fingerprint=f"{cfg.name}-{split}")
+        rows[split], lengths[split] = len(frame), length
+        truncated += int((full > max_len).sum())
+    return T.token_report(rows, lengths, truncated, max_len)
+
+
+# ------------------------------------------------------- train (training core: no pydantic)
+
+
+def load_model(base: str, labels: list[str], opts: TrainOptions, **kw: Any) -> Any:
+    from transformers import AutoModelForSequenceClassification
+
+    from tunesmith.training.methods import load_pretrained
+
+    return load_pretrained(AutoModelForSequenceClassification, base, opts, labels=labels,
+                           attention=True, **kw)
+
+
+def training_data(tokenized: Path, base: str, opts: TrainOptions) -> tuple:
+    from tunesmith.training.data import TokenizedDataset, load_text_tokenizer
+
+    return (TokenizedDataset.load(tokenized / "train"), TokenizedDataset.load(tokenized / "val"),
+            load_text_tokenizer(base))
+
+
+def collator(tokenizer: Any, opts: TrainOptions) -> Any:
+    from tunesmith.training.data import padding_collator
+
+    return padding_collator(tokenizer)
+
+
+def metric_fns() -> tuple[Any, Any]:
+    from tunesmith.training.metrics import argmax_logits, classification_metrics
+
+    return classification_metrics, argmax_logits
+
+
+def best_metric(opts: TrainOptions) -> tuple[str, bool]:
+    from tunesmith.training.metrics import direction
+
+    return opts.metric_for_best, direction(opts.metric_for_best)
+
+
+def finish_val_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    return metrics
+
+
+# ------------------------------------------------------------------------- evaluate
+
+
+def score_candidate(cfg: Config, out: Path) -> dict:
+    """Metrics, latency and size of the trained model on the test split; writes the plot
+    files and the most confident mistakes into `out`."""
+    from tunesmith import classification as C
+    from tunesmith import metrics as M
+    from tunesmith.text_scoring import latency, load_classifier, predict_proba
+
+    test = C.read_split(cfg.dirs.clean, "test", "text")
+    y_true = C.label_ids(cfg.labels, test, cfg.dirs.clean / "test.parquet")
+    texts = test["text"].astype(str).tolist()
+    model, tokenizer = load_classifier(cfg.dirs.model / "model", cfg.labels)
+    max_len = cfg.tokenize.max_length
+    proba = predict_proba(model, tokenizer, texts, cfg.evaluate.batch_size, max_len)
+    report: dict[str, Any] = M.classification_metrics(y_true, proba, cfg.labels)
+    report.update(latency(model, tokenizer, texts[:cfg.evaluate.latency_examples], max_len))
+    report.update(C.model_size(cfg.dirs.model / "model", model))
+    C.write_outputs(out, test, y_true, proba, report, cfg.labels, cfg.dirs.model / "curve.csv",
+                    cfg.evaluate.n_misclassified, "text")
+    return report
+
+
+def score_baseline(cfg: Config) -> dict | None:
+    """TF-IDF + logistic regression fit on the train split, scored on the test split."""
+    from tunesmith import classification as C
+    from tunesmith.baseline import baseline_proba, fit_baseline
+    from tunesmith.errors import DataError
+
+    train = C.read_split(cfg.dirs.clean, "train", "text")
+    test = C.read_split(cfg.dirs.clean, "test", "text")
+    y_train = C.label_ids(cfg.labels, train, cfg.dirs.clean / "train.parquet")
+    if len(set(y_train.tolist())) < 2:
+        raise DataError(f"{cfg.dirs.clean / 'train.parquet'}: needs at least two classes")
+    model = fit_baseline(train["text"].astype(str).tolist(), y_train, seed=cfg.train.seed)
+    proba = baseline_proba(model, test["text"].astype(str).tolist(), len(cfg.labels))
+    return C.scored(C.label_ids(cfg.labels, test, cfg.dirs.clean / "test.parquet"), proba,
+                    cfg.labels)
+
+
+def score_champion(cfg: Config) -> dict | None:
+    """The registered champion re-scored on this test split (None: not comparable)."""
+    from tunesmith import classification as C
+
+    test = C.read_split(cfg.dirs.clean, "test", "text")
+    proba = C.champion_proba(cfg, "text", test["text"].astype(str).tolist())
+    if proba is None:
+        return None
+    return C.scored(C.label_ids(cfg.labels, test, cfg.dirs.clean / "test.parquet"), proba,
+                    cfg.labels)
+
+
+# --------------------------------------------------------------------- register, predict
+
+
+def log_model(cfg: Config, model_dir: Path) -> Any:
+    from tunesmith.registry import store
+
+    return store.log_classifier(cfg, model_dir, cfg.labels)
+
+
+def sample_inputs(cfg: Config) -> pd.DataFrame:
+    """A few test texts for register's load-and-predict check."""
+    import pandas as pd
+
+    path = cfg.dirs.clean / "test.parquet"
+    texts = pd.read_parquet(path)["text"].astype(str).head(4).tolist() if path.is_file() else []
+    return pd.DataFrame({"text": texts or ["an example text to classify"]})
+
+
+def predict_inputs(cfg: Config, values: list[str], table: Path | None) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame({"text": [str(v) for v in values]})
+
+
+def input_columns(cfg: Config) -> list[str]:
+    """Columns of a `predict --input` file that may hold the inputs, in preference order."""
+    return [c for c in (cfg.columns.text, "text") if c]
+
+
+def card_lines(cfg: Config) -> list[str]:
+    """The model card's intended use and limitations."""
+    return [
+        "## Intended use", "",
+        f"Classifying short texts like those in `{cfg.source.path}` into "
+        f"{', '.join(cfg.labels)}; served with `tunesmith predict --dataset {cfg.name}`.", "",
+        "## Limitations", "",
+        "- Only as good as its training data: texts unlike the training distribution (other "
+        "domains, languages, lengths) are classified with unknown quality.",
+        f"- Inputs are truncated to {cfg.tokenize.max_length} tokens.",
+        "- Scores are softmax outputs; check `ece` above before reading them as probabilities.",
+        "- Metrics come from one test split; small splits give wide error bars.", "",
+    ]
