@@ -20,7 +20,8 @@ setup: $(BIN)/tunesmith  ## create .venv with the pinned versions
 demo: setup  ## run the whole pipeline on the bundled sample dataset
 	$(BIN)/tunesmith run --dataset sms_spam
 
-test: setup  ## the fast test suite (what CI runs)
+test: setup  ## lint, then the fast test suite (what CI runs)
+	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
 test-slow: setup  ## slow end-to-end checks (served deployment, SST-2, resume, ...)

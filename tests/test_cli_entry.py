@@ -27,6 +27,24 @@ def test_console_script_keeps_exit_codes_and_output(project: Path):
     assert bad.stderr.strip().splitlines()[-1].startswith("error: ") and "nope" in bad.stderr
     usage = _run(["run", "--no-such-option"], project)
     assert usage.returncode == 2 and "No such option" in usage.stderr
+    unknown = _run(["step", "frobnicate", "--dataset", "toy"], project)
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    assert unknown.stderr.strip().splitlines() == [
+        "error: unknown step 'frobnicate'; steps are ingest, clean, validate, tokenize, train, "
+        "evaluate, register"]
+
+
+def test_the_temporary_api_uses_prefects_own_ephemeral_switches():
+    """prefect_env starts the server as Prefect's SubprocessASGIServer does (its private
+    PREFECT__SERVER_EPHEMERAL/FINAL switches: no UI, no background services). If Prefect
+    renames them, this fails instead of the server silently running its services."""
+    import inspect
+
+    from prefect.server.api import server
+
+    source = inspect.getsource(server.create_app)
+    assert 'os.getenv("PREFECT__SERVER_EPHEMERAL")' in source
+    assert 'os.getenv("PREFECT__SERVER_FINAL")' in source
 
 
 def test_run_starts_and_stops_its_own_prefect_api(project: Path):

@@ -64,6 +64,29 @@ def test_add_refuses_to_overwrite_and_bad_columns(project: Path, monkeypatch, ca
     assert not (project / "datasets" / "other.yaml").exists()
 
 
+def test_check_works_on_every_shipped_dataset(tmp_path: Path, monkeypatch, capsys):
+    """The repo's own datasets (text and images), checked in a copy of the project."""
+    import shutil
+
+    from conftest import REPO
+
+    from tunesmith.config import dataset_names
+
+    root = tmp_path / "proj"
+    shutil.copytree(REPO / "datasets", root / "datasets")
+    shutil.copytree(REPO / "data" / "samples", root / "data" / "samples")
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    lines = {"text-classification": "text length (chars)", "causal-lm": "prompt length",
+             "image-classification": "decodable: "}
+    names = dataset_names(REPO)
+    assert {"sms_spam", "shapes"} <= set(names)
+    for name in names:
+        result = run_cli(["dataset", "check", name], root, monkeypatch, capsys)
+        assert result.code == 0, (name, result.err)
+        assert lines[load_config(name, root).task] in result.out, result.out
+        assert "validation: passed" in result.out
+
+
 def test_check_reports_failed_expectations(project: Path, monkeypatch, capsys):
     path = project / "datasets" / "toy.yaml"
     path.write_text(path.read_text().replace("min_rows: 10", "min_rows: 5000"))

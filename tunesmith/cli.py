@@ -55,9 +55,12 @@ def main() -> None:
 def entry() -> None:
     """The console script: `main()`, then exit without CPython's final teardown.
 
-    With torch, transformers and MLflow loaded, interpreter finalisation (freeing every
-    module and object after the atexit handlers) took 4-5 s per process here
-    (bench/pipeline_overhead.py), paid by every `tunesmith run` and every DVC stage. Everything
+    With torch, transformers, MLflow and GX loaded, interpreter finalisation (freeing every
+    module and object after the atexit handlers) took 1.5-2.0 s per process here (5 runs,
+    2026-12-01; 4-5 s on an earlier, slower host), paid by every `tunesmith run` and every DVC
+    stage: ~14 s of an 8-stage `dvc repro`. A private API (`threading._shutdown`), kept for
+    that; tests/test_cli_entry.py fails if it stops keeping exit codes, output or the
+    atexit handlers (the temporary Prefect API is stopped by one). Everything
     a normal exit does before that still runs, in the same order: threading's exit hooks
     (Prefect drains its log and event workers) and the join of non-daemon threads, then the
     atexit handlers (Prefect stops its ephemeral server, MLflow and logging flush), then the

@@ -47,15 +47,19 @@ def clean(cfg: Config, staging: Path) -> dict:
 
     from tunesmith.cleaning import map_labels, require_rows, stratified_split
     from tunesmith.images.cleaning import drop_bad, write_outputs
+    from tunesmith.jsonio import read_json
 
     frame = pd.read_parquet(cfg.dirs.raw / "rows.parquet")
     rows_in = len(frame)
+    decodable = read_json(cfg.dirs.raw / "manifest.json")["decodable"]
     frame["label"] = map_labels(frame["label"], cfg.labels, cfg.label_map, cfg.source.path,
                                 cfg.name)
     frame, drops, dropped = drop_bad(frame, cfg.clean)
     require_rows(frame, drops, rows_in, cfg.source.path, labelled=True)
-    return write_outputs(cfg, staging, frame, stratified_split(frame["label"], cfg.clean.split),
-                         drops, dropped, rows_in)
+    report = write_outputs(cfg, staging, frame,
+                           stratified_split(frame["label"], cfg.clean.split), drops, dropped,
+                           rows_in)
+    return {**report, "decodable": decodable}
 
 
 def describe(root: Path, src: Any, columns: dict[str, str | None],
@@ -83,7 +87,9 @@ def report_lines(report: dict) -> list[str]:
     from tunesmith.cleaning import report_lines as common
 
     lines = common(report, "path")
-    lines.append(f"  kept {report['rows_out'] / max(report['rows_in'], 1):.0%} of the files; "
+    n = max(report["rows_in"], 1)
+    lines.append(f"  decodable: {report['decodable']} of {report['rows_in']} files "
+                 f"({report['decodable'] / n:.0%}); kept {report['rows_out'] / n:.0%}; "
                  f"{report.get('converted_to_rgb', 0)} converted to RGB")
     w, h = report["image_width"], report["image_height"]
     lines.append(f"  image size (px): width {w['min']}-{w['max']} (median {w['p50']}), "
