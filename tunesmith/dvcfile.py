@@ -70,7 +70,7 @@ def resolve_code() -> list[str]:
 def stages(cfg: Config, params_sections: list[str]) -> dict[str, Any]:
     """The stages of one dataset."""
     from tunesmith.fingerprint import code_files, source_path
-    from tunesmith.models import OFFLINE_MODELS, resolve_base
+    from tunesmith.models import NAMED_BASES, resolve_base
     from tunesmith.sources import is_url
 
     root, name = cfg.root, cfg.name
@@ -86,7 +86,7 @@ def stages(cfg: Config, params_sections: list[str]) -> dict[str, Any]:
             if item == steps.SOURCE and not is_url(cfg.source.path):
                 deps.append(_rel(source_path(cfg), root) if _inside(source_path(cfg), root)
                             else str(source_path(cfg)))
-            elif item == steps.BASE_MODEL and cfg.model.base not in OFFLINE_MODELS:
+            elif item == steps.BASE_MODEL and cfg.model.base not in NAMED_BASES:
                 # A folder in the project (a named base is pinned by its package version).
                 base = Path(resolve_base(cfg.model.base, root))
                 if base.is_dir() and _inside(base, root):

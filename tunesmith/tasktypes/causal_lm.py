@@ -25,6 +25,7 @@ PEFT_TASK = "CAUSAL_LM"
 MEASURES = frozenset({"eval_loss", "perplexity", "n_tokens", "model_size_mb"})
 # The template decides the tokens (tokenize), the scored text (evaluate) and what the
 # served model renders (register logs it with the model).
+DEFAULT_BASE = "SmolLM2-135M-Instruct"  # model.base when unset (tunesmith.models)
 READS: dict[str, tuple[str, ...]] = {
     "tokenize": ("train.prompt_template",),
     "evaluate": ("train.prompt_template",),

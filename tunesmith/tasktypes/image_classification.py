@@ -26,6 +26,7 @@ PEFT_TASK = None  # a plain PeftModel: SEQ_CLS's forward expects input_ids, not 
 MEASURES = frozenset({"accuracy", "f1_macro", "precision_macro", "recall_macro", "mcc",
                       "roc_auc", "pr_auc", "ece", "latency_ms_batch1", "latency_ms_batched",
                       "model_size_mb"})
+DEFAULT_BASE = "efficientnet-lite0"  # model.base when unset (tunesmith.models)
 READS: dict[str, tuple[str, ...]] = {}
 # The decodable share is a property of the ingested files (clean drops the broken ones).
 INPUTS: dict[str, tuple[str, ...]] = {"validate": ("raw",)}

@@ -26,6 +26,7 @@ PEFT_TASK = "SEQ_CLS"  # peft TaskType of the LoRA wrapper
 MEASURES = frozenset({"accuracy", "f1_macro", "precision_macro", "recall_macro", "mcc",
                       "roc_auc", "pr_auc", "ece", "latency_ms_batch1", "latency_ms_batched",
                       "model_size_mb"})
+DEFAULT_BASE = "all-MiniLM-L6-v2"  # model.base when unset (tunesmith.models)
 READS: dict[str, tuple[str, ...]] = {}
 INPUTS: dict[str, tuple[str, ...]] = {}
 
