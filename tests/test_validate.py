@@ -201,27 +201,38 @@ def test_empty_split_with_zero_fraction_is_allowed(project: Path):
     assert not run(project, splits).success  # val is configured, so it must have rows
 
 
-def test_causal_lm_suite(project: Path):
+def test_causal_lm_suite(project: Path, tiny_llama: Path):
+    """Conversations made by the real ingest and clean; a prompt context in two splits is a
+    leak, and the token budget (validate.max_truncated_share) fails on a tight max_length."""
+    from tasks.clean import clean
+    from tasks.ingest import ingest
+
+    rows = [{"messages": [{"role": "user", "content": f"question {i}?"},
+                          {"role": "assistant", "content": f"answer {i}."}]} for i in range(30)]
+    (project / "data" / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (project / "datasets" / "chat.yaml").write_text(
-        "task: causal-lm\nsource: {path: data/chat.jsonl}\n"
-        "columns: {prompt: prompt, response: response}\nvalidate: {min_rows: 10}\n",
-        encoding="utf-8",
-    )
+        "task: causal-lm\nsource: {path: data/chat.jsonl}\ncolumns: {messages: messages}\n"
+        f"validate: {{min_rows: 10}}\nmodel: {{base: {tiny_llama}}}\n", encoding="utf-8")
     cfg = load_config("chat", project)
-    pairs = pd.DataFrame({"prompt": [f"question {i}?" for i in range(30)],
-                          "response": [f"answer {i}." for i in range(30)]})
-    splits = {"train": pairs[:20], "val": pairs[20:25].reset_index(drop=True),
-              "test": pairs[25:].reset_index(drop=True)}
-    write_splits(cfg, splits)
+    ingest(cfg)
+    clean(cfg)
     assert validate(cfg).success
 
-    splits["test"].loc[1, "prompt"] = "question 7?"  # also train row 7
-    write_splits(cfg, splits)
+    train = pd.read_parquet(cfg.dirs.clean / "train.parquet")
+    test = pd.read_parquet(cfg.dirs.clean / "test.parquet")
+    test.loc[1, ["context", "prompt"]] = train.loc[7, ["context", "prompt"]].to_numpy()
+    test.to_parquet(cfg.dirs.clean / "test.parquet")
     with pytest.raises(ValidationFailed, match=r"dataset: expect_column_values_to_be_in_set"):
         validate(cfg)
     report = json.loads((cfg.dirs.validation / "result.json").read_text())
     (bad,) = [r for r in report["expectations"] if not r["success"]]
-    assert "split='test' row=1 prompt='question 7?'" in bad["examples"]
+    assert any("split='test' row=1" in e for e in bad["examples"])
+
+    clean(cfg)  # the clean splits again; now a budget no row fits in
+    tight = load_config("chat", project, ["tokenize.max_length=8"])
+    with pytest.raises(ValidationFailed, match=r"tokens: expect_column_values_to_be_in_set"
+                                               r"\(truncated\)"):
+        validate(tight)
 
 
 def test_library_imports_without_great_expectations():

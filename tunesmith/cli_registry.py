@@ -84,10 +84,14 @@ def predict(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write predictions here (by extension)")
     ] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="causal-lm: longest answer, in tokens")]
+    = 64,
+    temperature: Annotated[float, typer.Option(help="causal-lm: 0 = greedy, else sampling")]
+    = 0.0,
     set_: SetOpt = None,
 ) -> None:
     """Classify texts (or image files) with `models:/DATASET@ALIAS` (offline); adds `label`
-    and `score` (a causal-LM dataset's model adds `response` instead)."""
+    and `score`. A causal-LM dataset's model answers each prompt instead (`response`)."""
     import pandas as pd
 
     from tunesmith import tasktypes
@@ -107,8 +111,11 @@ def predict(
     inputs = task.predict_inputs(cfg, frame[column].astype(str).tolist(), input)
     if input is None:  # shown and written under the model's own input name (text, prompt, ...)
         frame, column = frame.rename(columns={"input": inputs.columns[0]}), inputs.columns[0]
+        if len(inputs) != len(frame):  # arguments the task expanded (an image folder: its files)
+            frame = inputs[[column]].copy()
     model = store.load_pyfunc(cfg, alias)
-    scored = model.predict(inputs)
+    scored = task.serve(model, inputs,
+                        {"max_new_tokens": max_new_tokens, "temperature": temperature})
     # Classifiers answer label + score (+ prob_* columns, left out here); LMs a response.
     added = [c for c in scored.columns if not c.startswith("prob_")]
     result = frame.reset_index(drop=True).assign(

@@ -28,7 +28,8 @@ from tunesmith.errors import ConfigError
 from tunesmith.training.options import TrainOptions
 
 TaskType = Literal["text-classification", "causal-lm", "image-classification"]
-SourceFormat = Literal["csv", "tsv", "jsonl", "parquet", "hf", "folder"]  # folder: <label>/*.png
+# json: one array of objects (the Alpaca file shape); folder: <label>/*.png
+SourceFormat = Literal["csv", "tsv", "json", "jsonl", "parquet", "hf", "folder"]
 PARAMS_FILE = "params.yaml"
 DATASETS_DIR = "datasets"
 
@@ -53,9 +54,14 @@ class ColumnsConfig(Strict):
 
     text: str | None = None
     label: str | None = None
+    image: str | None = None
+    # causal-lm: a chat column (`messages` of {role, content}, or ShareGPT {from, value}), or
+    # Alpaca's instruction (+ optional input) and response, or a prompt and a response
+    messages: str | None = None
+    instruction: str | None = None
+    input: str | None = None
     prompt: str | None = None
     response: str | None = None
-    image: str | None = None
 
 
 class SplitConfig(Strict):
@@ -100,6 +106,9 @@ class ValidateConfig(Strict):
     # image-classification: share of ingested files that must decode, and the least width/height
     min_decodable_share: float = Field(0.9, ge=0, le=1)
     min_image_size: int = Field(8, ge=1)
+    # causal-lm: the most rows tokenize.max_length may truncate (and may leave with no answer
+    # token, which tokenize drops), as a share of all rows
+    max_truncated_share: float = Field(0.1, ge=0, le=1)
 
 
 class ModelConfig(Strict):
@@ -125,7 +134,7 @@ class RegisterConfig(Strict):
 
     thresholds: dict[str, float] = Field(default_factory=lambda: {"f1_macro": 0.0})
     margin: float = 0.0  # candidate must beat the champion's primary metric by this much
-    primary_metric: str = "f1_macro"
+    primary_metric: str | None = None  # None: the task type's PRIMARY_METRIC
     require_beat_baseline: bool = True
 
 
@@ -192,15 +201,18 @@ class Config(Strict):
     @model_validator(mode="after")
     def _columns_for_task(self) -> Config:
         task = tasktypes.get(self.task)
-        missing = [c for c in task.ROLES if getattr(self.columns, c) is None]
-        if missing:
-            raise ValueError(f"task {self.task} needs columns.{' and columns.'.join(missing)}")
+        given = {k for k, v in self.columns.model_dump().items() if v is not None}
+        if not any(set(roles) <= given for roles in task.ROLE_SETS):
+            wanted = " or ".join("columns." + " and columns.".join(r) for r in task.ROLE_SETS)
+            raise ValueError(f"task {self.task} needs {wanted}")
         if task.LABELLED and len(self.labels) < 2:
             raise ValueError("labels: list at least two class names")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("labels: names must be unique")
         if self.model.base is None:
             self.model.base = task.DEFAULT_BASE
+        if self.register_.primary_metric is None:
+            self.register_.primary_metric = task.PRIMARY_METRIC
         return self
 
     @property

@@ -147,6 +147,8 @@ def check(name: str, overrides: list[str], echo: Callable[[str], None] = print) 
         lines = summary.read_text(encoding="utf-8").splitlines()
         echo("\n".join(line for line in lines if not line.startswith("| ") or "FAILED" in line
                         or line.startswith("| expectation")))
+    for line in _token_budget(cfg):
+        echo(line)
     echo(f"reports: {cfg.dirs.clean / 'report.json'}, {cfg.dirs.validation}")
     echo("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
          + f" ({ing.rows} rows in, {cln.rows_out} out)")
@@ -162,3 +164,17 @@ def _echo_clean_report(cfg, echo: Callable[[str], None]) -> None:
     echo(f"{cfg.name}: {lines[0]}")
     for line in lines[1:]:
         echo(line)
+
+
+def _token_budget(cfg) -> list[str]:
+    """What the `tokens` batch found (a causal LM's suite): rows max_length truncates, and
+    rows it leaves nothing to learn from, which tokenize drops."""
+    from tunesmith.jsonio import read_json
+
+    path = cfg.dirs.validation / "result.json"
+    records = read_json(path).get("expectations", []) if path.is_file() else []
+    words = {"truncated": "truncated by tokenize.max_length",
+             "nothing_to_learn": "left with no answer token (tokenize drops them)"}
+    return [f"  tokens: {r['unexpected_count']} rows {words.get(r['column'], r['column'])} "
+            f"({r['observed']})" for r in records
+            if r["batch"] == "tokens" and r.get("unexpected_count") is not None]

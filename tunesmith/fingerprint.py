@@ -23,7 +23,7 @@ from tunesmith.sources import file_digest, is_url
 # size only (hashing ~90 MB per key computation would cost ~0.2 s on every no-op run).
 BASE_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
               "merges.txt", "special_tokens_map.json", "preprocessor_config.json",
-              "generation_config.json")
+              "generation_config.json", "chat_template.jinja")
 
 
 def code_files(task: str, step: str) -> list[str]:
@@ -46,10 +46,10 @@ def source_path(cfg: Config) -> Path:
 
 def base_model_identity(cfg: Config) -> list[str]:
     """The base model as far as the key can tell without reading its weights."""
-    base = Path(resolve_base(cfg.model.base, cfg.root))
+    base = Path(resolve_base(cfg.model.base, cfg.root, tokenizer_only=True))
     if not base.is_dir():
         return [str(base)]  # a hub id: the name is all we know without downloading
-    out = []
+    out = [base.name]  # a named base's cached folder is named after its source's digest
     for path in sorted(p for p in base.iterdir() if p.is_file()):
         out.append(f"{path.name}:{path.stat().st_size}")
         if path.name in BASE_FILES:

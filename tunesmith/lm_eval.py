@@ -1,26 +1,32 @@
-"""Causal-LM evaluation: response-only loss, perplexity and greedy samples.
+"""Causal-LM evaluation: response-only loss, perplexity, greedy generations, exact match.
 
-The loss masks prompt tokens exactly as training does (`tokenize_causal`), so the test
-perplexity is comparable with the training curve's eval loss.
+Rows are conversations (`messages`), rendered exactly as training renders them
+(tunesmith.training.chat.render: the chat template, or `train.prompt_template` when the
+tokenizer has none), so the test perplexity is comparable with the training curve's eval loss
+and the same for the fine-tuned model, the untuned base and the champion. Generation feeds
+`chat.prompt_ids`: the prompt serving renders.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
-
-import pandas as pd
 
 from tunesmith.errors import EnvironmentProblem
 
 MAX_NEW_TOKENS = 64
+# References that look like labels ("positive", "4", "Paris"): at most this many distinct
+# values, each at most this long. Then every test row is generated and exact match is scored.
+LABEL_VALUES, LABEL_CHARS = 20, 32
+_PUNCT = re.compile(r"[\s.!?,;:'\"]+$")
 
 
-def load_lm(path: Path | None) -> tuple[Any, Any]:
-    """A causal LM and its tokenizer (pad = eos when the tokenizer has no pad token)."""
+def load_lm(path: Path | str | None) -> tuple[Any, Any]:
+    """A causal LM (eval mode) and its tokenizer (pad = eos when it has no pad token)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if path is None or not (path / "config.json").is_file():
+    if path is None or not (Path(path) / "config.json").is_file():
         raise EnvironmentProblem(f"{path}: no trained model here; run the train step first")
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
@@ -28,63 +34,85 @@ def load_lm(path: Path | None) -> tuple[Any, Any]:
     return AutoModelForCausalLM.from_pretrained(path).eval(), tokenizer
 
 
-def lm_loss(
-    model: Any, tokenizer: Any, test: pd.DataFrame, template: str, max_length: int,
-    batch_size: int = 16,
-) -> dict[str, float]:
-    """Mean cross-entropy over response tokens (prompt tokens masked as in training)."""
+def lm_loss(model: Any, tokenizer: Any, conversations: list[list[dict]], max_length: int,
+            template: str | None, batch_size: int = 16) -> dict[str, float]:
+    """Mean cross-entropy over the supervised (assistant) tokens, summed then divided once,
+    so long answers weigh more: the training loss's definition."""
     import torch
 
-    from tunesmith.training.causal_lm import IGNORE, perplexity, tokenize_causal
+    from tunesmith.training.causal_lm import perplexity
+    from tunesmith.training.chat import IGNORE, render
 
-    enc = tokenize_causal(test["prompt"].astype(str).tolist(),
-                          test["response"].astype(str).tolist(), tokenizer, template, max_length)
+    rows = [render(m, tokenizer, max_length, template) for m in conversations]
+    rows = [r for r in rows if r["n_supervised"]]  # as tokenize: nothing to score otherwise
     total, count = 0.0, 0
     pad = tokenizer.pad_token_id
     with torch.inference_mode():
-        for start in range(0, len(enc["input_ids"]), batch_size):
-            ids = enc["input_ids"][start:start + batch_size]
-            labels = enc["labels"][start:start + batch_size]
-            width = max(map(len, ids))
-            input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids])
-            target = torch.tensor([y + [IGNORE] * (width - len(y)) for y in labels])
-            mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
-            logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
-            # Token t predicts token t+1; sum, then divide once, so long answers weigh more.
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            width = max(r["length"] for r in chunk)
+            ids = torch.tensor([r["input_ids"] + [pad] * (width - r["length"]) for r in chunk])
+            target = torch.tensor([r["labels"] + [IGNORE] * (width - r["length"]) for r in chunk])
+            mask = torch.tensor([[1] * r["length"] + [0] * (width - r["length"]) for r in chunk])
+            logits = model(input_ids=ids, attention_mask=mask).logits.float()
+            # Token t predicts token t+1.
             loss = torch.nn.functional.cross_entropy(
                 logits[:, :-1].reshape(-1, logits.shape[-1]), target[:, 1:].reshape(-1),
-                ignore_index=IGNORE, reduction="sum",
-            )
+                ignore_index=IGNORE, reduction="sum")
             total += float(loss)
             count += int((target[:, 1:] != IGNORE).sum())
     mean = total / max(count, 1)
     return {"eval_loss": mean, "perplexity": perplexity(mean), "n_tokens": float(count)}
 
 
-def generate_samples(
-    model: Any, tokenizer: Any, rows: pd.DataFrame, template: str, max_length: int,
-    max_new_tokens: int = MAX_NEW_TOKENS,
-) -> pd.DataFrame:
-    """Greedy generations for a few test prompts, beside the reference responses."""
+def generate(model: Any, tokenizer: Any, prompts: list[list[dict]], template: str | None,
+             max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = 8) -> list[str]:
+    """Greedy answers to conversations that end before an assistant turn (left-padded
+    batches: generation continues from the right end of each row)."""
     import torch
 
-    generated = []
+    from tunesmith.training.chat import prompt_ids
+
+    encoded = [prompt_ids(p, tokenizer, template) for p in prompts]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # less padding
+    out: list[str] = [""] * len(encoded)
+    pad = tokenizer.pad_token_id
     with torch.inference_mode():
-        for prompt in rows["prompt"].astype(str):
-            enc = tokenizer(template.format(prompt=prompt), truncation=True,
-                            max_length=max_length, return_tensors="pt")
-            ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
-            new = ids[0, enc["input_ids"].shape[1]:]
-            generated.append(tokenizer.decode(new, skip_special_tokens=True).strip())
-    return pd.DataFrame({"prompt": rows["prompt"].astype(str).tolist(),
-                         "reference": rows["response"].astype(str).tolist(),
-                         "generated": generated})
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            width = max(len(encoded[i]) for i in rows)
+            ids = torch.tensor([[pad] * (width - len(encoded[i])) + encoded[i] for i in rows])
+            mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i])
+                                 for i in rows])
+            new = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
+                                 max_new_tokens=max_new_tokens, pad_token_id=pad)[:, width:]
+            for i, tokens in zip(rows, new, strict=True):
+                out[i] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+    return out
 
 
-def samples_markdown(samples: pd.DataFrame) -> str:
-    lines = ["# Generated samples (greedy)", ""]
-    for i, row in enumerate(samples.itertuples(), 1):
-        lines += [f"## {i}", "", f"**prompt**: {row.prompt}", "",
-                  f"**reference**: {row.reference}", "", f"**generated**: {row.generated}", ""]
-    return "\n".join(lines)
+def label_like(references: list[str]) -> bool:
+    """Whether the references are short labels, so exact match means something."""
+    distinct = set(references)
+    return 0 < len(distinct) <= LABEL_VALUES and all(len(r) <= LABEL_CHARS for r in distinct)
+
+
+def normalise(answer: str) -> str:
+    """Case, surrounding space and trailing punctuation do not count against an answer."""
+    return _PUNCT.sub("", answer.strip().lower())
+
+
+def exact_match(generated: list[str], references: list[str]) -> float:
+    hits = sum(normalise(g) == normalise(r) for g, r in zip(generated, references, strict=True))
+    return hits / max(len(references), 1)
+
+
+def samples_markdown(rows: list[dict[str, str]]) -> str:
+    """The generations table of the eval report, reference beside each answer."""
+    lines = ["# Generated answers (greedy)", "",
+             "| prompt | reference | fine-tuned | untuned base |", "| --- | --- | --- | --- |"]
+    for row in rows:
+        cells = [row.get(k, "") for k in ("prompt", "reference", "generated", "base")]
+        lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ")[:200]
+                                       for c in cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -31,6 +31,8 @@ class Logged:
     inputs: list[dict[str, Any]] = field(default_factory=list)
     # (metric, value, step): a curve over training steps
     series: list[tuple[str, float, int]] = field(default_factory=list)
+    # (artifact file, JSON-lines file): a table in the run's UI (mlflow.log_table)
+    tables: list[tuple[str, str]] = field(default_factory=list)
 
     def merged(self, other: Logged) -> Logged:
         """Both records in one (the other's values win on equal keys)."""
@@ -38,7 +40,7 @@ class Logged:
             metrics={**self.metrics, **other.metrics}, params={**self.params, **other.params},
             tags={**self.tags, **other.tags}, artifacts=[*self.artifacts, *other.artifacts],
             texts=[*self.texts, *other.texts], inputs=[*self.inputs, *other.inputs],
-            series=[*self.series, *other.series],
+            series=[*self.series, *other.series], tables=[*self.tables, *other.tables],
         )
 
 
@@ -75,6 +77,7 @@ def read(folder: Path) -> Logged | None:
             texts=[tuple(t) for t in data.get("texts", [])],
             inputs=list(data.get("inputs", [])),
             series=[tuple(s) for s in data.get("series", [])],
+            tables=[tuple(t) for t in data.get("tables", [])],
         )
     except (OSError, ValueError, TypeError, AttributeError):
         return None

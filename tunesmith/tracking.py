@@ -150,6 +150,11 @@ class PipelineRun:
             self._log_input(item)
         for name, text in record.texts:
             mlflow.log_text(text, name)
+        for name, path in record.tables:
+            if (root / path).is_file():
+                import pandas as pd
+
+                mlflow.log_table(pd.read_json(root / path, lines=True), artifact_file=name)
         for path, folder in record.artifacts:
             local = root / path
             if local.is_dir():

@@ -25,6 +25,9 @@ class Gate:
     primary_metric: str = "f1_macro"
     require_beat_baseline: bool = True
     baseline_name: str = "TF-IDF+LR"  # images: "pixels+histogram LR"
+    # Relative gain the candidate needs over the baseline: 0 lets a tie pass (a classifier
+    # matching TF-IDF+LR on easy data); a causal LM must beat its own untuned base.
+    baseline_min_gain: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -85,13 +88,14 @@ def should_promote(
         reasons.append("skip baseline: require_beat_baseline is false")
     elif baseline is None or baseline.get(pm) is None:
         reasons.append(f"skip baseline: no classical baseline {pm} for this run")
-    elif better(pm, cand, baseline[pm]):
+    elif better(pm, cand, baseline[pm], abs(baseline[pm]) * gate.baseline_min_gain):
         reasons.append(f"pass baseline: {pm} {cand:.4f} vs {gate.baseline_name} {baseline[pm]:.4f}")
     else:
         ok = False
+        gain = f" by {gate.baseline_min_gain:.1%}" if gate.baseline_min_gain else ""
         reasons.append(
-            f"FAIL baseline: {pm} {cand:.4f} is worse than {gate.baseline_name} {baseline[pm]:.4f} "
-            "(red flag: check the data and the training run)"
+            f"FAIL baseline: {pm} {cand:.4f} does not beat {gate.baseline_name} "
+            f"{baseline[pm]:.4f}{gain} (red flag: check the data and the training run)"
         )
 
     if champion is None:

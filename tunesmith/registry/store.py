@@ -21,7 +21,6 @@ from tunesmith.tracking import configure, tracking_uri
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 MODEL_CODE = Path(__file__).with_name("hf_classifier.py")
-GENERATOR_CODE = Path(__file__).with_name("hf_generator.py")
 IMAGE_CODE = Path(__file__).with_name("hf_image_classifier.py")
 
 
@@ -87,23 +86,54 @@ def _pins() -> list[str]:
     ]
 
 
-def log_generator(cfg: Config, model_dir: Path, max_new_tokens: int = 64) -> Any:
-    """Log `model_dir` (a causal LM) as a pyfunc prompt -> response model into the active run."""
-    import pandas as pd
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
+def chat_template_for(template: str) -> str:
+    """A Jinja chat template that renders one user turn as `template` does (a tokenizer without
+    a chat template was trained on `template.format(prompt=...)`), so serving renders alike."""
+    prefix, _, suffix = template.partition("{prompt}")
 
-    return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(GENERATOR_CODE),
-        artifacts={"model": str(model_dir)},
-        model_config={"prompt_template": cfg.train.prompt_template,
-                      "max_length": cfg.tokenize.max_length, "max_new_tokens": max_new_tokens},
-        signature=ModelSignature(inputs=Schema([ColSpec("string", "prompt")]),
-                                 outputs=Schema([ColSpec("string", "response")])),
-        input_example=pd.DataFrame({"prompt": ["Say hello."]}),
-        pip_requirements=_pins(),
-    )
+    def literal(text: str) -> str:
+        return "{{ " + repr(text) + " }}" if text else ""
+
+    return ("{% for m in messages %}{% if m['role'] == 'user' %}" + literal(prefix)
+            + "{{ m['content'] }}" + literal(suffix)
+            + "{% elif m['role'] == 'assistant' %}{{ m['content'] }}{{ eos_token }}{% endif %}"
+            "{% endfor %}")
+
+
+def log_chat_model(cfg: Config, model_dir: Path, template: str) -> Any:
+    """Log `model_dir` (a causal LM) with MLflow's transformers flavour as a chat model
+    (task llm/v1/chat: messages in, an OpenAI-style completion out), weights included, so it
+    loads offline. A tokenizer without a chat template gets one made from `template`."""
+    import logging
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = chat_template_for(template)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    # The flavour looks up a model card and a licence on the hub (offline: two warnings).
+    quiet = logging.getLogger("mlflow.transformers")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        return mlflow.transformers.log_model(
+            transformers_model={"model": model, "tokenizer": tokenizer}, name="model",
+            task="llm/v1/chat", pip_requirements=_pins())
+    finally:
+        quiet.setLevel(level)
+
+
+def load_chat_components(cfg: Config, alias: str) -> tuple[Any, Any]:
+    """The model and tokenizer of `models:/NAME@alias` (a chat model), for re-scoring."""
+    configure(cfg)
+    if version_for(cfg, alias) is None:
+        raise EnvironmentProblem(f"registered model {cfg.name!r} has no alias {alias!r}")
+    parts = mlflow.transformers.load_model(model_uri(cfg.name, alias), return_type="components")
+    model, tokenizer = parts["model"].eval(), parts["tokenizer"]
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
 
 
 def log_image_classifier(cfg: Config, model_dir: Path, labels: list[str]) -> Any:
@@ -129,23 +159,14 @@ def log_image_classifier(cfg: Config, model_dir: Path, labels: list[str]) -> Any
     )
 
 
-def model_dir_for(cfg: Config, alias: str) -> Path | None:
-    """Download `models:/NAME@alias` and return its transformers directory (None: no alias)."""
-    configure(cfg)
-    if version_for(cfg, alias) is None:
-        return None
-    local = Path(mlflow.artifacts.download_artifacts(model_uri(cfg.name, alias)))
-    return local / "artifacts" / "model"
-
-
-def smoke_test(uri: str, inputs: Any, expect: tuple[str, ...]) -> None:
-    """Load the logged model the way `predict` will and predict `inputs` (a frame), or raise.
+def smoke_test(uri: str, inputs: Any, expect: tuple[str, ...], serve: Any) -> None:
+    """Load the logged model the way `predict` will and `serve` it `inputs`, or raise.
 
     MLflow's own check of the input example only warns on failure, and a version that
     cannot load must never be registered, let alone become champion.
     """
     try:
-        out = mlflow.pyfunc.load_model(uri).predict(inputs)
+        out = serve(mlflow.pyfunc.load_model(uri), inputs, {"max_new_tokens": 8})
     except Exception as exc:  # noqa: BLE001 - whatever breaks, the model is unusable
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise EnvironmentProblem(

@@ -37,13 +37,16 @@ class TaskType(Protocol):
     """What a task type module provides. Each function is called by one step."""
 
     NAME: str
-    ROLES: tuple[str, ...]  # `columns.<role>` a dataset of this type maps, in this order
+    # `columns.<role>` a dataset of this type maps: one complete set of these
+    ROLE_SETS: tuple[tuple[str, ...], ...]
     LABELLED: bool  # classes listed in `labels` (at least two), a head sized to them
     MEASURES: frozenset[str]  # metrics its evaluation reports; thresholds on others are skipped
     BASELINE: str  # the named baseline evaluate scores and the gate compares with
+    BASELINE_MIN_GAIN: float  # relative gain over it the gate needs (0: a tie passes)
     PREDICTS: tuple[str, ...]  # first columns the served model returns
     PEFT_TASK: str | None  # peft TaskType of a LoRA wrapper (None: a plain PeftModel)
     DEFAULT_BASE: str  # the named base `model.base` means when unset
+    PRIMARY_METRIC: str  # the gate's metric when register.primary_metric is unset
     # Config keys, and folders, a step reads for this task beyond the step's own declaration.
     READS: Mapping[str, tuple[str, ...]]
     INPUTS: Mapping[str, tuple[str, ...]]
@@ -77,7 +80,7 @@ class TaskType(Protocol):
 
     # evaluate: the candidate (writing its plots into `out`), the baseline, the champion
     def score_candidate(self, cfg: Config, out: Path) -> dict: ...
-    def score_baseline(self, cfg: Config) -> dict | None: ...
+    def score_baseline(self, cfg: Config, out: Path) -> dict | None: ...
     def score_champion(self, cfg: Config) -> dict | None: ...
 
     # register / predict: log the MLflow model; inputs for its smoke test and for predict
@@ -85,6 +88,7 @@ class TaskType(Protocol):
     def sample_inputs(self, cfg: Config) -> pd.DataFrame: ...
     def predict_inputs(self, cfg: Config, values: list[str],
                        table: Path | None) -> pd.DataFrame: ...
+    def serve(self, model: Any, inputs: pd.DataFrame, options: dict[str, Any]) -> pd.DataFrame: ...
     def input_columns(self, cfg: Config) -> list[str]: ...
     def card_lines(self, cfg: Config) -> list[str]: ...
 

@@ -1,11 +1,16 @@
-"""Causal-LM instruction tuning: a prompt and a response per row; loss on the response only.
+"""Causal-LM instruction tuning: conversations in, loss on the assistant's tokens only.
 
-The protocol (tunesmith.tasktypes.TaskType), in step order. Rows are rendered with
-`train.prompt_template`, which tokenize, evaluate and the served model all read.
+The protocol (tunesmith.tasktypes.TaskType), in step order. A dataset maps one of three
+shapes (`columns`): a chat column (`messages` of {role, content}, or ShareGPT's {from, value}),
+Alpaca's instruction (+ optional input) and response, or a prompt and a response. Clean turns
+every row into `messages` (tunesmith/training/chat.py), dropping rows by reason. Rows are
+rendered with the tokenizer's chat template, or with `train.prompt_template` when it has none,
+by the same function for training, evaluation and serving.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,44 +22,131 @@ if TYPE_CHECKING:
     from tunesmith.validation.suites import Batch
 
 NAME = "causal-lm"
-ROLES = ("prompt", "response")
+ROLE_SETS = (("messages",), ("instruction", "response"), ("prompt", "response"))
 LABELLED = False
-BASELINE = "untuned base model"
+BASELINE = "untuned base"
+# A candidate must beat the untuned base's perplexity by 0.1%: below that, two models score
+# the test set alike up to fp32 summation noise (a run that learnt nothing is not better).
+BASELINE_MIN_GAIN = 0.001
 PREDICTS = ("response",)
 PEFT_TASK = "CAUSAL_LM"
-MEASURES = frozenset({"eval_loss", "perplexity", "n_tokens", "model_size_mb"})
-# The template decides the tokens (tokenize), the scored text (evaluate) and what the
-# served model renders (register logs it with the model).
+PRIMARY_METRIC = "perplexity"  # register.primary_metric when unset
 DEFAULT_BASE = "SmolLM2-135M-Instruct"  # model.base when unset (tunesmith.models)
+MEASURES = frozenset({"eval_loss", "perplexity", "n_tokens", "exact_match", "model_size_mb"})
+# The template decides the tokens (validate counts truncation, tokenize encodes), the scored
+# text (evaluate, which also scores the untuned base) and what the served model renders.
 READS: dict[str, tuple[str, ...]] = {
+    "validate": ("model.base", "tokenize.max_length", "train.prompt_template"),
     "tokenize": ("train.prompt_template",),
-    "evaluate": ("train.prompt_template",),
+    "evaluate": ("train.prompt_template", "model.base"),
     "register": ("train.prompt_template",),
 }
-INPUTS: dict[str, tuple[str, ...]] = {}
-N_SAMPLES = 5  # generated examples shown in the eval report
+INPUTS: dict[str, tuple[str, ...]] = {"validate": ("base_model",), "evaluate": ("base_model",)}
+N_SAMPLES = 8  # generated answers shown in the eval report
+SAMPLES = "samples.table.jsonl"  # *.table.jsonl in eval/ become MLflow tables
 
 
 # ---------------------------------------------------------------------- ingest, clean
 
 
+def _mapped(cfg: Config) -> dict[str, str]:
+    """role -> source column, for the first complete shape the dataset maps."""
+    cols = cfg.columns
+    for roles in ROLE_SETS:
+        if all(getattr(cols, r) for r in roles):
+            extra = ("input",) if roles[0] == "instruction" and cols.input else ()
+            return {r: getattr(cols, r) for r in (*roles[:1], *extra, *roles[1:])}
+    raise AssertionError("config validation guarantees a complete shape")
+
+
+def _as_text(value: Any) -> Any:
+    """A chat cell as JSON text (lists from JSON/parquet sources; strings as they are)."""
+    if value is None or isinstance(value, str):
+        return value
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    return json.dumps(value, ensure_ascii=False, default=lambda v: v.tolist())
+
+
 def read_source(cfg: Config, staging: Path) -> tuple[pd.DataFrame, dict]:
+    """The mapped columns, renamed to their roles; a chat column kept as JSON text."""
     from tunesmith.sources import ingest_table
 
-    frame, manifest = ingest_table(cfg, staging, [cfg.columns.prompt, cfg.columns.response])
-    return frame.set_axis(list(ROLES), axis=1), manifest
+    mapped = _mapped(cfg)
+    frame, manifest = ingest_table(cfg, staging, list(mapped.values()))
+    frame = frame.set_axis(list(mapped), axis=1)
+    if "messages" in frame:
+        frame["messages"] = frame["messages"].map(_as_text)
+    return frame, manifest
+
+
+def conversation(row: dict[str, Any]) -> list[dict[str, str]]:
+    """One ingested row (by role) as messages; ShapeError (with a reason) if it is not one."""
+    from tunesmith.training.chat import ShapeError, to_messages
+
+    if "messages" in row:
+        value = row["messages"]
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ShapeError("bad_shape", f"messages is not JSON: {value[:60]!r}") from None
+        return to_messages({"messages": value})
+    if "instruction" in row:
+        return to_messages({"instruction": row["instruction"], "input": row.get("input"),
+                            "output": row["response"]})
+    return to_messages({"prompt": row["prompt"], "response": row["response"]})
+
+
+def split_turns(messages: list[dict[str, str]]) -> tuple[list[dict[str, str]], str]:
+    """(the conversation before its last assistant turn, that turn's content)."""
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    return messages[:last], messages[last]["content"]
 
 
 def clean(cfg: Config, staging: Path) -> dict:
-    """Normalise both sides, drop empty rows and duplicates; a random (unstratified) split."""
+    """Every row as `messages` (dropped by reason when it is not a usable conversation),
+    contents Unicode-normalised and stripped (whitespace inside kept: code and lists need
+    it), duplicates dropped; a random split. Splits hold `messages` (JSON), `context` (JSON:
+    the conversation before its last answer, the leak check's key), `prompt` (the last user
+    turn, for reading) and `response` (the last assistant turn, the reference)."""
+    import unicodedata
+
     import pandas as pd
 
     from tunesmith import cleaning as C
+    from tunesmith.training.chat import ShapeError
 
-    frame = pd.read_parquet(cfg.dirs.raw / "rows.parquet")
-    rows_in, opts = len(frame), cfg.clean
+    raw = pd.read_parquet(cfg.dirs.raw / "rows.parquet")
+    rows_in, opts = len(raw), cfg.clean
+    form = None if opts.unicode_form == "none" else opts.unicode_form
+    convs, errors = [], {}
+    for i, row in enumerate(raw.to_dict("records")):
+        try:
+            msgs = conversation(row)
+        except ShapeError as exc:
+            errors[i] = (exc.reason, str(exc))
+            convs.append(None)
+            continue
+        convs.append([{"role": m["role"], "content": (unicodedata.normalize(form, m["content"])
+                                                      if form else m["content"]).strip()}
+                      for m in msgs])
+    frame = pd.DataFrame({"messages": [json.dumps(c, ensure_ascii=False) if c else None
+                                       for c in convs]}, index=raw.index)
     drops: dict[str, dict] = {}
     dropped: list[pd.DataFrame] = []
+    for reason in sorted({r for r, _ in errors.values()}):
+        rows = [i for i, (r, _) in errors.items() if r == reason]
+        drops[reason] = {"count": len(rows), "examples": [
+            {"row": i + 1, "error": errors[i][1][:200]} for i in rows[:5]]}
+        dropped.append(raw.loc[rows].assign(reason=reason))
+    frame = frame.loc[frame["messages"].notna()]
+    contexts, responses = zip(*(split_turns(json.loads(m)) for m in frame["messages"]),
+                              strict=True) if len(frame) else ((), ())
+    frame["context"] = [json.dumps(c, ensure_ascii=False) for c in contexts]
+    frame["prompt"] = [next((m["content"] for m in reversed(c) if m["role"] == "user"), "")
+                       for c in contexts]
+    frame["response"] = list(responses)
 
     def drop(mask: pd.Series, reason: str) -> None:
         nonlocal frame
@@ -64,74 +156,145 @@ def clean(cfg: Config, staging: Path) -> dict:
             dropped.append(frame.loc[mask].assign(reason=reason))
             frame = frame.loc[~mask]
 
-    frame["prompt"] = C.normalise_text(frame["prompt"], opts)
-    frame["response"] = C.normalise_text(frame["response"], opts)
-    drop((frame["prompt"] == "") | (frame["response"] == ""), "empty_text")
     if opts.dedup:
-        drop(frame.duplicated(["prompt", "response"], keep="first"), "duplicate_exact")
-        key = C.dedup_key(frame["prompt"] + " \x00 " + frame["response"])
+        drop(frame.duplicated("messages", keep="first"), "duplicate_exact")
+        key = C.dedup_key(frame["messages"])
         drop(key.duplicated(keep="first"), "duplicate_normalised")
     C.require_rows(frame, drops, rows_in, cfg.source.path, labelled=False)
     assignment = C.stratified_split(pd.Series("all", index=frame.index), opts.split)
     C.publish_dropped(staging, dropped)
+    turns = frame["messages"].map(lambda m: sum(x["role"] == "assistant" for x in json.loads(m)))
+    system = frame["messages"].map(lambda m: json.loads(m)[0]["role"] == "system")
     return {"rows_in": rows_in, "rows_out": len(frame), "dropped": drops,
             "text_chars": C.length_stats(frame["prompt"]),
             "response_chars": C.length_stats(frame["response"]),
-            **C.write_splits(staging, frame, assignment, list(ROLES))}
+            "conversations": {"multi_turn": int((turns > 1).sum()),
+                              "with_system": int(system.sum())},
+            **C.write_splits(staging, frame, assignment,
+                             ["messages", "context", "prompt", "response"])}
 
 
 def describe(root: Path, src: Any, columns: dict[str, str | None],
              label_map: dict[str, str]) -> dict:
-    """`dataset add`: the prompt and response columns (--prompt-col, --response-col)."""
-    from tunesmith.datasets import local_source, require_options
+    """`dataset add`: recognise the shape from the source's columns (a chat column, Alpaca's
+    instruction/input/output, or --prompt-col/--response-col) and map it."""
+    from tunesmith.datasets import local_source
+    from tunesmith.errors import ConfigError
     from tunesmith.sources import read_table, require_columns
 
-    require_options(NAME, columns, ROLES)
     local = local_source(root, src)
-    require_columns(read_table(local, src), [columns["prompt"], columns["response"]], local)
-    return {"columns": {"prompt": columns["prompt"], "response": columns["response"]}}
+    frame = read_table(local, src)
+    found = set(frame.columns)
+    if columns.get("prompt") and columns.get("response"):
+        mapping = {"prompt": columns["prompt"], "response": columns["response"]}
+    elif chat := next((c for c in ("messages", "conversations") if c in found), None):
+        mapping = {"messages": chat}
+    elif {"instruction", "output"} <= found:
+        mapping = {"instruction": "instruction", "response": "output"}
+        if "input" in found:
+            mapping["input"] = "input"
+    else:
+        raise ConfigError(
+            f"{local}: no chat column (messages, conversations), no Alpaca instruction/output "
+            f"and no --prompt-col/--response-col (columns: {', '.join(sorted(found)[:10])})")
+    require_columns(frame, list(mapping.values()), local)
+    return {"columns": mapping, "model": {"base": DEFAULT_BASE},
+            "train": {"method": "lora"}}
 
 
 def report_lines(report: dict) -> list[str]:
     from tunesmith.cleaning import report_lines as common
 
-    lines = common(report, "prompt")
+    lines = common(report, "error")
     for what, key in (("prompt", "text_chars"), ("response", "response_chars")):
         if chars := report.get(key):
             lines.append(f"  {what} length (chars): p5 {chars['p5']}, p50 {chars['p50']}, "
                          f"p95 {chars['p95']}, max {chars['max']}")
+    if conv := report.get("conversations"):
+        lines.append(f"  conversations: {conv['multi_turn']} multi-turn, "
+                     f"{conv['with_system']} with a system message")
     return lines
 
 
 def suite(cfg: Config, frames: dict[str, pd.DataFrame]) -> list[Batch]:
-    from tunesmith.validation.suites import causal_lm
+    """Columns, lengths, rows, no prompt in two splits; and the token budget: the share of
+    rows `tokenize.max_length` truncates, and of rows it leaves nothing to learn from (tokenize
+    drops those), each at most `validate.max_truncated_share`."""
+    import great_expectations.expectations as gxe
+    import pandas as pd
 
-    return causal_lm(cfg, frames)
+    from tunesmith.models import resolve_base
+    from tunesmith.tokenization import load_tokenizer
+    from tunesmith.training.chat import render
+    from tunesmith.validation.suites import Batch, causal_lm
+
+    batches = causal_lm(cfg, frames)
+    if not all("messages" in f for f in frames.values()):
+        return batches  # the split suites report the missing column
+    tokenizer = load_tokenizer(resolve_base(cfg.model.base, cfg.root, tokenizer_only=True))
+    rows = []
+    for split, frame in frames.items():
+        for i, (messages, prompt) in enumerate(zip(frame["messages"], frame["prompt"],
+                                                   strict=True)):
+            r = render(json.loads(messages), tokenizer, cfg.tokenize.max_length,
+                       cfg.train.prompt_template)
+            rows.append({"split": split, "row": i, "prompt": str(prompt)[:80],
+                         "tokens": r["full_length"], "truncated": r["full_length"] > r["length"],
+                         "nothing_to_learn": r["n_supervised"] == 0})
+    mostly = 1.0 - cfg.validate_.max_truncated_share
+    return batches + [Batch("tokens", pd.DataFrame(rows), [
+        gxe.ExpectColumnValuesToBeInSet(column="truncated", value_set=[False], mostly=mostly),
+        gxe.ExpectColumnValuesToBeInSet(column="nothing_to_learn", value_set=[False],
+                                        mostly=mostly),
+    ], row_id=["split", "row", "tokens"])]
 
 
 # -------------------------------------------------------------------------- tokenize
 
 
+def rendering_template(tokenizer: Any, template: str) -> tuple[str, str]:
+    """("chat", the tokenizer's chat template) or ("plain", train.prompt_template)."""
+    from tunesmith.training.chat import has_chat_template
+
+    return ("chat", tokenizer.chat_template) if has_chat_template(tokenizer) else ("plain",
+                                                                                   template)
+
+
 def encode(cfg: Config, base: str, staging: Path) -> dict:
-    """Template + prompt + response + eos per row, labels -100 on the prompt tokens."""
+    """Each conversation rendered (chat template, else train.prompt_template), labels -100
+    except the assistant's tokens; rows that keep no supervised token are dropped and counted."""
+    import hashlib
+
     import numpy as np
     import pandas as pd
 
     from tunesmith import tokenization as T
-    from tunesmith.training.causal_lm import tokenize_causal
+    from tunesmith.training.chat import render
 
     tokenizer = T.load_tokenizer(base)
+    kind, text = rendering_template(tokenizer, cfg.train.prompt_template)
+    digest = hashlib.sha256(text.encode()).hexdigest()
     max_len = cfg.tokenize.max_length
-    rows, lengths, truncated = {}, {}, 0
+    rows, lengths, counts = {}, {}, {"truncated": 0, "supervision_cut": 0,
+                                     "dropped_no_supervision": 0}
     for split in ("train", "val", "test"):
         frame = pd.read_parquet(cfg.dirs.clean / f"{split}.parquet")
-        cols = tokenize_causal(frame["prompt"].tolist(), frame["response"].tolist(), tokenizer,
-                               cfg.train.prompt_template, max_len)
-        full = np.asarray(cols.pop("full_length"), dtype=np.int64)
+        cols: dict[str, list] = {"input_ids": [], "labels": [], "length": []}
+        for messages in frame["messages"]:
+            r = render(json.loads(messages), tokenizer, max_len, cfg.train.prompt_template)
+            counts["truncated"] += r["full_length"] > r["length"]
+            counts["supervision_cut"] += r["n_supervised"] < r["n_supervised_full"]
+            if r["n_supervised"] == 0:
+                counts["dropped_no_supervision"] += 1
+                continue
+            for key in cols:
+                cols[key].append(r[key])
         T.save_split(cols, staging / split, fingerprint=f"{cfg.name}-{split}")
-        rows[split], lengths[split] = len(frame), np.asarray(cols["length"], dtype=np.int64)
-        truncated += int((full > max_len).sum())
-    return T.token_report(rows, lengths, truncated, max_len)
+        rows[split], lengths[split] = len(cols["length"]), np.asarray(cols["length"], np.int64)
+    report = T.token_report(rows, lengths, counts["truncated"], max_len)
+    return {**report, **counts, "template": kind, "template_sha256": digest,
+            "meta": {"template": kind, "template_sha256": digest},
+            "tags": {"template.kind": kind, "template.sha256": digest}}
 
 
 # ------------------------------------------------------- train (training core: no pydantic)
@@ -177,7 +340,8 @@ def finish_val_metrics(metrics: dict[str, float]) -> dict[str, float]:
 # ------------------------------------------------------------------------- evaluate
 
 
-def _test_rows(cfg: Config) -> pd.DataFrame:
+def _test_rows(cfg: Config) -> tuple[list[list[dict]], list[str]]:
+    """The test conversations and the reference (last assistant) answer of each."""
     import pandas as pd
 
     from tunesmith.errors import DataError
@@ -186,48 +350,82 @@ def _test_rows(cfg: Config) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: not found; run the clean step first")
     test = pd.read_parquet(path)
-    if missing := {"prompt", "response"} - set(test.columns):
-        raise DataError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-    return test
+    if "messages" not in test:
+        raise DataError(f"{path}: no messages column; run the clean step again")
+    convs = [json.loads(m) for m in test["messages"]]
+    return convs, [split_turns(c)[1] for c in convs]
+
+
+def _score(cfg: Config, model: Any, tokenizer: Any, out: Path | None, column: str) -> dict:
+    """Loss and perplexity on test; greedy answers (every row when the answers are labels,
+    then exact match, else the first N_SAMPLES); answers go into out/SAMPLES as `column`."""
+    from tunesmith import lm_eval as E
+
+    convs, refs = _test_rows(cfg)
+    template = cfg.train.prompt_template
+    scores: dict[str, Any] = {"n": len(convs), **E.lm_loss(
+        model, tokenizer, convs, cfg.tokenize.max_length, template, cfg.evaluate.batch_size)}
+    labels = E.label_like(refs)
+    todo = range(len(convs)) if labels else range(min(N_SAMPLES, len(convs)))
+    longest = max((len(tokenizer(refs[i], add_special_tokens=False)["input_ids"]) for i in todo),
+                  default=1)
+    answers = E.generate(model, tokenizer, [split_turns(convs[i])[0] for i in todo], template,
+                         max_new_tokens=longest + 4 if labels else E.MAX_NEW_TOKENS)
+    if labels:
+        scores["exact_match"] = E.exact_match(answers, refs)
+    if out is not None:
+        _add_samples(out, column, convs, refs, answers[:N_SAMPLES])
+    return scores
+
+
+def _add_samples(out: Path, column: str, convs: list, refs: list[str], answers: list[str]) -> None:
+    """The generations table: one row per sampled test prompt, a column per model."""
+    from tunesmith import lm_eval as E
+
+    path = out / SAMPLES
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] \
+        if path.is_file() else [{"prompt": split_turns(c)[0][-1]["content"], "reference": r}
+                                for c, r in zip(convs[:len(answers)], refs, strict=False)]
+    for row, answer in zip(rows, answers, strict=False):
+        row[column] = answer
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                    encoding="utf-8")
+    (out / "samples.md").write_text(E.samples_markdown(rows), encoding="utf-8")
 
 
 def score_candidate(cfg: Config, out: Path) -> dict:
-    """Response-token loss and perplexity on test, and a few greedy generations next to the
-    reference responses (samples.jsonl / samples.md in `out`)."""
+    """The fine-tuned model: response-token loss and perplexity on test, greedy answers
+    beside the references (samples.md, and an MLflow table), exact match for label answers."""
     from tunesmith import plots
     from tunesmith.classification import model_size
-    from tunesmith.lm_eval import generate_samples, lm_loss, load_lm, samples_markdown
+    from tunesmith.lm_eval import load_lm
 
-    test = _test_rows(cfg)
     model, tokenizer = load_lm(cfg.dirs.model / "model")
-    template, max_len = cfg.train.prompt_template, cfg.tokenize.max_length
-    report: dict[str, Any] = {
-        "n": len(test),
-        **lm_loss(model, tokenizer, test, template, max_len, cfg.evaluate.batch_size)}
+    report = _score(cfg, model, tokenizer, out, "generated")
     report.update(model_size(cfg.dirs.model / "model", model))
-    samples = generate_samples(model, tokenizer, test.head(N_SAMPLES), template, max_len)
-    samples.to_json(out / "samples.jsonl", orient="records", lines=True, force_ascii=False)
-    (out / "samples.md").write_text(samples_markdown(samples), encoding="utf-8")
     if (curve := plots.read_curve(cfg.dirs.model / "curve.csv")) is not None:
         plots.training_curves_png(curve, out / "training_curves.png")
     return report
 
 
-def score_baseline(cfg: Config) -> dict | None:
-    return None  # the untuned base model as a baseline: not measured yet
+def score_baseline(cfg: Config, out: Path) -> dict | None:
+    """The untuned base model on the same rows: what fine-tuning must beat."""
+    from tunesmith.lm_eval import load_lm
+    from tunesmith.models import resolve_base
+
+    model, tokenizer = load_lm(resolve_base(cfg.model.base, cfg.root))
+    return _score(cfg, model, tokenizer, out, "base")
 
 
 def score_champion(cfg: Config) -> dict | None:
-    """The registered champion's loss on this test split (None: not comparable)."""
+    """The registered champion on this test split (None: not comparable)."""
     import sys
 
-    from tunesmith.lm_eval import lm_loss, load_lm
     from tunesmith.registry import store
 
     try:
-        model, tokenizer = load_lm(store.model_dir_for(cfg, store.CHAMPION))
-        return lm_loss(model, tokenizer, _test_rows(cfg), cfg.train.prompt_template,
-                       cfg.tokenize.max_length, cfg.evaluate.batch_size)
+        model, tokenizer = store.load_chat_components(cfg, store.CHAMPION)
+        return _score(cfg, model, tokenizer, None, "champion")
     except Exception as exc:  # noqa: BLE001 - any failure means "not comparable"
         print(f"evaluate: the champion could not be re-scored: {exc}", file=sys.stderr)
         return None
@@ -237,9 +435,12 @@ def score_champion(cfg: Config) -> dict | None:
 
 
 def log_model(cfg: Config, model_dir: Path) -> Any:
+    """MLflow's transformers flavour, as a chat model (llm/v1/chat): the tokenizer carries
+    the template training rendered with (its chat template, or one made from
+    train.prompt_template), so serving renders prompts the same way."""
     from tunesmith.registry import store
 
-    return store.log_generator(cfg, model_dir)
+    return store.log_chat_model(cfg, model_dir, cfg.train.prompt_template)
 
 
 def sample_inputs(cfg: Config) -> pd.DataFrame:
@@ -257,18 +458,33 @@ def predict_inputs(cfg: Config, values: list[str], table: Path | None) -> pd.Dat
     return pd.DataFrame({"prompt": [str(v) for v in values]})
 
 
+def serve(model: Any, inputs: pd.DataFrame, options: dict[str, Any]) -> pd.DataFrame:
+    """One chat request per prompt (greedy unless a temperature is given); `response`."""
+    import pandas as pd
+
+    answers = []
+    for prompt in inputs["prompt"]:
+        request: dict[str, Any] = {"messages": [{"role": "user", "content": str(prompt)}],
+                                   "max_tokens": int(options.get("max_new_tokens") or 64)}
+        if options.get("temperature"):
+            request["temperature"] = float(options["temperature"])
+        reply = model.predict(request)
+        answers.append(reply[0]["choices"][0]["message"]["content"].strip())
+    return pd.DataFrame({"response": answers})
+
+
 def input_columns(cfg: Config) -> list[str]:
-    return [c for c in (cfg.columns.prompt, "prompt", "text") if c]
+    return [c for c in (cfg.columns.prompt, cfg.columns.instruction, "prompt", "text") if c]
 
 
 def card_lines(cfg: Config) -> list[str]:
     return [
         "## Intended use", "",
         f"Answering instructions like those in `{cfg.source.path}`; served with "
-        f"`tunesmith predict --dataset {cfg.name}`.", "",
+        f"`tunesmith predict --dataset {cfg.name} \"...\"`.", "",
         "## Limitations", "",
         "- Only as good as its training data: instructions unlike it get answers of unknown "
         "quality; generations can be wrong with full confidence.",
-        f"- Prompt and response together are truncated to {cfg.tokenize.max_length} tokens.",
+        f"- A conversation is truncated to {cfg.tokenize.max_length} tokens.",
         "- Metrics come from one test split; small splits give wide error bars.", "",
     ]

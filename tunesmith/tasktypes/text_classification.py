@@ -18,14 +18,17 @@ if TYPE_CHECKING:
 
 NAME = "text-classification"
 ROLES = ("text", "label")
+ROLE_SETS = (ROLES,)
 LABELLED = True
 BASELINE = "TF-IDF+LR"
+BASELINE_MIN_GAIN = 0.0  # a tie with the classical baseline passes
 PREDICTS = ("label", "score")
 PEFT_TASK = "SEQ_CLS"  # peft TaskType of the LoRA wrapper
 # What evaluate reports (tunesmith.metrics.classification_metrics, latency, size).
 MEASURES = frozenset({"accuracy", "f1_macro", "precision_macro", "recall_macro", "mcc",
                       "roc_auc", "pr_auc", "ece", "latency_ms_batch1", "latency_ms_batched",
                       "model_size_mb"})
+PRIMARY_METRIC = "f1_macro"  # register.primary_metric when unset
 DEFAULT_BASE = "all-MiniLM-L6-v2"  # model.base when unset (tunesmith.models)
 READS: dict[str, tuple[str, ...]] = {}
 INPUTS: dict[str, tuple[str, ...]] = {}
@@ -214,7 +217,7 @@ def score_candidate(cfg: Config, out: Path) -> dict:
     return report
 
 
-def score_baseline(cfg: Config) -> dict | None:
+def score_baseline(cfg: Config, out: Path) -> dict | None:
     """TF-IDF + logistic regression fit on the train split, scored on the test split."""
     from tunesmith import classification as C
     from tunesmith.baseline import baseline_proba, fit_baseline
@@ -265,6 +268,11 @@ def predict_inputs(cfg: Config, values: list[str], table: Path | None) -> pd.Dat
     import pandas as pd
 
     return pd.DataFrame({"text": [str(v) for v in values]})
+
+
+def serve(model: Any, inputs: pd.DataFrame, options: dict[str, Any]) -> pd.DataFrame:
+    """The MLflow model's own predict: label, score and prob_* per row."""
+    return model.predict(inputs)
 
 
 def input_columns(cfg: Config) -> list[str]:

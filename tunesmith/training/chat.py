@@ -65,6 +65,15 @@ SHAREGPT_ROLES = {
 Messages = list[dict[str, str]]
 
 
+class ShapeError(ValueError):
+    """A row that is not a usable conversation; `reason` names the kind, for drop counts
+    (bad_shape, unknown_role, no_assistant_turn, empty_response)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 # --------------------------------------------------------------------------- data shapes
 
 
@@ -85,7 +94,8 @@ def to_messages(row: Mapping[str, Any]) -> Messages:
         value = row.get(key)
         if value is not None and not _missing(value):
             if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
-                raise ValueError(f"`{key}` must be a list of messages, got {type(value).__name__}")
+                raise ShapeError("bad_shape",
+                                 f"`{key}` must be a list of messages, got {type(value).__name__}")
             return validate_messages([_message(item, key, i) for i, item in enumerate(value)])
     if "instruction" in row and "output" in row:
         instruction, extra = _text(row["instruction"]), _text(row.get("input"))
@@ -104,10 +114,9 @@ def to_messages(row: Mapping[str, Any]) -> Messages:
             ]
         )
     keys = ", ".join(sorted(map(str, row))) or "none"
-    raise ValueError(
-        "row has none of messages / conversations / instruction+output / prompt+response "
-        f"(keys: {keys})"
-    )
+    raise ShapeError(
+        "bad_shape", "row has none of messages / conversations / instruction+output / "
+        f"prompt+response (keys: {keys})")
 
 
 def validate_messages(messages: Sequence[Mapping[str, Any]]) -> Messages:
@@ -116,31 +125,34 @@ def validate_messages(messages: Sequence[Mapping[str, Any]]) -> Messages:
     out: Messages = []
     for i, m in enumerate(messages):
         if not isinstance(m, Mapping):
-            raise ValueError(f"message {i} is a {type(m).__name__}, not a {{role, content}} dict")
+            raise ShapeError("bad_shape",
+                             f"message {i} is a {type(m).__name__}, not a {{role, content}} dict")
         role, content = m.get("role"), m.get("content")
         if role not in ROLES:
-            raise ValueError(f"message {i} has unknown role {role!r} (expected one of {ROLES})")
+            raise ShapeError("unknown_role",
+                             f"message {i} has unknown role {role!r} (expected one of {ROLES})")
         if not isinstance(content, str):
-            raise ValueError(f"message {i} ({role}) content is {type(content).__name__}, not str")
+            raise ShapeError("bad_shape",
+                             f"message {i} ({role}) content is {type(content).__name__}, not str")
         if role == "assistant" and not content.strip():
-            raise ValueError(f"message {i} is an empty assistant turn")
+            raise ShapeError("empty_response", f"message {i} is an empty assistant turn")
         out.append({"role": role, "content": content})
     if not any(m["role"] == "assistant" for m in out):
-        raise ValueError(f"conversation has no assistant turn ({len(out)} messages)")
+        raise ShapeError("no_assistant_turn",
+                         f"conversation has no assistant turn ({len(out)} messages)")
     return out
 
 
 def _message(item: Any, key: str, i: int) -> dict[str, str]:
     if not isinstance(item, Mapping):
-        raise ValueError(f"{key}[{i}] is a {type(item).__name__}, not a mapping")
+        raise ShapeError("bad_shape", f"{key}[{i}] is a {type(item).__name__}, not a mapping")
     if "from" in item:
         who = item.get("from")
         role = SHAREGPT_ROLES.get(str(who).lower()) if isinstance(who, str) else None
         if role is None:
-            raise ValueError(
-                f"{key}[{i}] has unknown ShareGPT role {who!r} (expected one of "
-                f"{tuple(SHAREGPT_ROLES)})"
-            )
+            raise ShapeError(
+                "unknown_role", f"{key}[{i}] has unknown ShareGPT role {who!r} (expected one of "
+                f"{tuple(SHAREGPT_ROLES)})")
         return {"role": role, "content": item.get("value")}
     return {"role": item.get("role"), "content": item.get("content")}
 
@@ -154,7 +166,8 @@ def _text(value: Any) -> str:
     if value is None or _missing(value):
         return ""
     if not isinstance(value, str):
-        raise ValueError(f"expected text, got {type(value).__name__}: {str(value)[:40]!r}")
+        raise ShapeError("bad_shape",
+                         f"expected text, got {type(value).__name__}: {str(value)[:40]!r}")
     return value
 
 

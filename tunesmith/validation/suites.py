@@ -131,13 +131,15 @@ def cross_split_batches(cfg: Config, frames: dict[str, pd.DataFrame], key: str) 
 
 
 def causal_lm(cfg: Config, frames: dict[str, pd.DataFrame]) -> list[Batch]:
-    """Columns, nulls, lengths, row counts per split; no prompt in two splits."""
+    """Columns, nulls, lengths, row counts per split; no prompt context (the conversation
+    before its answer) in two splits."""
     import great_expectations.expectations as gxe
 
     v = cfg.validate_
     batches = []
     for split, df in frames.items():
         batches.append(Batch(split, df, [
+            *(gxe.ExpectColumnToExist(column=c) for c in ("messages", "context")),
             gxe.ExpectColumnToExist(column="prompt"),
             gxe.ExpectColumnToExist(column="response"),
             gxe.ExpectColumnValuesToNotBeNull(column="prompt"),
@@ -147,9 +149,9 @@ def causal_lm(cfg: Config, frames: dict[str, pd.DataFrame]) -> list[Batch]:
                 column="response", min_value=v.min_text_chars, max_value=v.max_text_chars),
             gxe.ExpectTableRowCountToBeBetween(min_value=_split_min_rows(cfg, split)),
         ]))
-    if _has_columns(frames, ["prompt"]):
-        batches.append(Batch("dataset", _overlap_frame(frames, "prompt"), [
+    if _has_columns(frames, ["context"]):
+        batches.append(Batch("dataset", _overlap_frame(frames, "context"), [
             gxe.ExpectTableRowCountToBeBetween(min_value=v.min_rows, max_value=v.max_rows),
             gxe.ExpectColumnValuesToBeInSet(column="in_other_split", value_set=[False]),
-        ], row_id=["split", "row", "prompt"]))
+        ], row_id=["split", "row", "context"]))
     return batches
