@@ -79,3 +79,36 @@ def test_pipeline_overhead_splits_the_run_by_step():
            "10:02:06.500 | INFO | Task run 'train-sst' - Finished in state Completed()\n")
     steps = bench.step_seconds(log, datetime(2026, 1, 1, 10, 0, 0), datetime(2026, 1, 1, 10, 2, 9))
     assert steps == {"startup": 5.0, "ingest": 1.5, "train": 120.0, "shutdown": 2.5}
+
+
+def test_image_throughput_crop_follows_torchvision_and_times_add_up():
+    import random
+
+    bench = load("image_throughput")
+    rng = random.Random(0)
+    for _ in range(300):
+        left, top, right, bottom = bench.crop_box(224, 164, 0.25, rng.random)
+        assert 0 <= left < right <= 224 and 0 <= top < bottom <= 164
+        w, h = right - left, bottom - top
+        assert w * h >= 0.25 * 224 * 164 * 0.97  # rounding of the side lengths
+        assert 0.7 <= w / h <= 1.4 or (w, h) == (224, 164)
+    # No crop of that area and aspect fits: the whole image, as torchvision falls back.
+    assert bench.crop_box(10, 1000, 1.0, lambda: 0.5) == (0, 0, 10, 1000)
+    marks = [(float(i), {"decode": 0.1 * i, "augment": 0.2 * i, "forward": 0.3 * i})
+             for i in range(6)]
+    out = bench.breakdown(marks, batch=10)  # steps 2..5 timed: 30 images in 3 s
+    assert out["timed_images"] == 30 and out["images_per_s"] == pytest.approx(10.0)
+    ms = out["ms_per_image"]
+    assert ms["decode"] == pytest.approx(10.0) and ms["forward"] == pytest.approx(30.0)
+    assert sum(ms.values()) == pytest.approx(100.0)  # 1000 ms / 10 images per second
+
+
+def test_hotdog_methods_reads_classes_from_folders(tmp_path: Path):
+    bench = load("hotdog_methods")
+    for label in ("hotdog", "not_hotdog"):
+        (tmp_path / "val" / label).mkdir(parents=True)
+        (tmp_path / "val" / label / "a.jpg").write_bytes(b"x")
+    (tmp_path / "val" / "LICENSE").write_text("not an image")
+    files, labels = bench.photos(tmp_path / "val")
+    assert labels == ["hotdog", "not_hotdog"] and all(f.suffix == ".jpg" for f in files)
+    assert set(bench.RUNS) >= {"full", "head_only", "freeze", "lora", "scratch"}

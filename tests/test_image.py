@@ -44,9 +44,11 @@ def make_images(folder: Path, n: int = 20, seed: int = 0) -> None:
 @pytest.fixture(scope="session")
 def tiny_resnet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A ~6k-parameter ResNet (2 stages) + ConvNeXt-style processor (resize 27, crop 24)."""
+    import torch
     from transformers import ConvNextImageProcessorPil, ResNetConfig, ResNetForImageClassification
 
     out = tmp_path_factory.mktemp("tiny-resnet")
+    torch.manual_seed(0)  # the same weights every session (unseeded, the e2e test was flaky)
     config = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
                           layer_type="basic", num_labels=3)  # 3: the head must be replaced
     ResNetForImageClassification(config).save_pretrained(out)
@@ -57,9 +59,11 @@ def tiny_resnet(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_vit(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer ViT (hidden 32, patches 8x8 of 24x24 images) + its processor."""
+    import torch
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
     out = tmp_path_factory.mktemp("tiny-vit")
+    torch.manual_seed(0)
     config = ViTConfig(image_size=SIZE, patch_size=8, hidden_size=32, num_hidden_layers=2,
                        num_attention_heads=2, intermediate_size=64)
     ViTForImageClassification(config).save_pretrained(out)
@@ -174,6 +178,26 @@ def test_every_step_and_predict_with_a_tiny_resnet(tmp_path, tiny_resnet, monkey
     # Same model, same preprocessing: the registry agrees with evaluate's confusion matrix.
     confusion = pd.read_csv(cfg.dirs.eval / "confusion.csv")
     assert pred["label"].tolist() == confusion["predicted"].tolist()
+
+    # A folder argument stands for every image under it (sorted, class folders included).
+    folder = tmp_path / "to_predict"
+    for i, p in enumerate(paths[:3]):
+        (folder / f"sub{i % 2}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, folder / f"sub{i % 2}" / f"{i}{Path(p).suffix}")
+    (folder / "notes.txt").write_text("not an image")
+    res = run_cli(["predict", "-d", "imgs", "--alias", "challenger", str(folder)], root,
+                  monkeypatch, capsys)
+    assert res.code == 0, res.err
+    lines = [line.split("\t") for line in res.out.strip().splitlines()]
+    shown = sorted(str(p.resolve()) for p in folder.rglob("*.png"))
+    assert [line[2] for line in lines] == shown and len(shown) == 3
+    by_image = dict(zip(paths, pred["label"], strict=True))
+    assert [line[0] for line in lines] == [by_image[paths[int(Path(s).stem)]] for s in shown]
+    empty = tmp_path / "empty_folder"
+    empty.mkdir()
+    res = run_cli(["predict", "-d", "imgs", "--alias", "challenger", str(empty)], root,
+                  monkeypatch, capsys)
+    assert res.code == DataError.exit_code and "no image files" in res.err
 
     res = run_cli(["predict", "-d", "imgs", "--alias", "challenger", "nope.png"], root,
                   monkeypatch, capsys)

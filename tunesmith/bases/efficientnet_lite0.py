@@ -176,12 +176,7 @@ def convert(src: Path, out: Path, digest: str | None = None) -> dict[str, list[s
     if bad or unexpected:
         raise ValueError(f"{NAME}: weights don't fit the architecture: missing {bad[:3]}, "
                          f"unexpected {list(unexpected)[:3]}")
-    with torch.no_grad():
-        for block in model.efficientnet.encoder.blocks:
-            se = block.squeeze_excite
-            for p in (se.reduce.weight, se.reduce.bias, se.expand.weight):
-                p.zero_()
-            se.expand.bias.fill_(SE_OPEN_BIAS)
+    neutralise_se(model)
     from transformers.utils import logging
 
     bars = logging.is_progress_bar_enabled()
@@ -250,6 +245,57 @@ def freeze(model: Any) -> list[str]:
         if name in names:
             p.requires_grad = False
     return sorted(names)
+
+
+def neutralise_se(model: Any) -> int:
+    """Open every squeeze-excite gate (reduce/expand weights 0, reduce bias 0, expand bias
+    SE_OPEN_BIAS): the block then computes exactly Lite0's SE-free function. Returns the
+    number of blocks. `convert` does it once; `prepare_for_training` again for a random
+    (`scratch`) model built from the config, which must be the same network."""
+    import torch
+
+    blocks = model.efficientnet.encoder.blocks
+    with torch.no_grad():
+        for block in blocks:
+            se = block.squeeze_excite
+            for p in (se.reduce.weight, se.reduce.bias, se.expand.weight):
+                p.zero_()
+            se.expand.bias.fill_(SE_OPEN_BIAS)
+    return len(blocks)
+
+
+def is_lite0(config: Any) -> bool:
+    """A config this module wrote (the converted base, or a model fine-tuned from it)."""
+    return getattr(config, "model_type", None) == "efficientnet" and bool(
+        getattr(config, FROZEN_KEY, None))
+
+
+# PyTorch's default BatchNorm momentum. A random body has no statistics worth keeping: at
+# Lite0's 0.01 its running stats would still be 37% at their init (0, 1) after 100 steps,
+# and eval-mode accuracy would measure that lag rather than what the weights learnt.
+SCRATCH_BN_MOMENTUM = 0.1
+
+
+def prepare_for_training(model: Any, scratch: bool = False) -> dict[str, int]:
+    """What training must apply to a Lite0 model after loading (a no-op for other models).
+
+    Pretrained: every BatchNorm gets the config's momentum (`align_batchnorm_momentum`).
+    `scratch` (random weights from the config): the SE gates are neutralised as in the
+    converted checkpoint and the BatchNorms get SCRATCH_BN_MOMENTUM. The SE parameters
+    stay frozen through `tunesmith_frozen_parameters` (tunesmith.training.layers).
+    """
+    if not is_lite0(getattr(model, "config", None)):
+        return {}
+    if not scratch:
+        return {"bn_momentum_aligned": align_batchnorm_momentum(model)}
+    from torch import nn
+
+    changed = 0
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.momentum != SCRATCH_BN_MOMENTUM:
+            m.momentum = SCRATCH_BN_MOMENTUM
+            changed += 1
+    return {"se_neutralised": neutralise_se(model), "bn_momentum_set": changed}
 
 
 def align_batchnorm_momentum(model: Any) -> int:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tunesmith.training.families import VISION
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -19,17 +21,52 @@ if TYPE_CHECKING:
 
 NAME = "image-classification"
 ROLES = ("image", "label")
+ROLE_SETS = (ROLES,)
 LABELLED = True
 BASELINE = "pixels+histogram LR"
+BASELINE_MIN_GAIN = 0.0  # a tie with the classical baseline passes
 PREDICTS = ("label", "score")
 PEFT_TASK = None  # a plain PeftModel: SEQ_CLS's forward expects input_ids, not pixel_values
 MEASURES = frozenset({"accuracy", "f1_macro", "precision_macro", "recall_macro", "mcc",
                       "roc_auc", "pr_auc", "ece", "latency_ms_batch1", "latency_ms_batched",
                       "model_size_mb"})
+PRIMARY_METRIC = "f1_macro"  # register.primary_metric when unset
 DEFAULT_BASE = "efficientnet-lite0"  # model.base when unset (tunesmith.models)
 READS: dict[str, tuple[str, ...]] = {}
 # The decodable share is a property of the ingested files (clean drops the broken ones).
 INPUTS: dict[str, tuple[str, ...]] = {"validate": ("raw",)}
+# train.lr defaults beyond the common table (tunesmith/training/options.py, whose SGD row is
+# this task's recipe); `dataset add` writes the RECIPE's rate into the YAML anyway.
+LR_DEFAULTS: dict[str, dict[str, float]] = {}
+# The hot-dog recipe (docs/image-classification.md), written into the YAML by `dataset add`
+# for the default base (EfficientNet-Lite0, ImageNet): SGD with momentum, a small rate for the
+# pretrained body and the new Xavier head at 10x, weight decay 1e-3 (none on biases and
+# norms), random resized crop + flip. params.yaml's global train defaults are text's.
+RECIPE: dict[str, Any] = {
+    "method": "full",
+    "optimizer": "sgd",
+    "momentum": 0.9,
+    "lr": 1.0e-3,
+    "head_lr_mult": 10.0,
+    "weight_decay": 1.0e-3,
+    "epochs": 8,
+    "batch_size": 16,
+    "eval_batch_size": 32,
+    "warmup_ratio": 0.0,
+    "scheduler": "cosine",
+    "augment": True,
+    "augment_min_scale": 0.25,
+    "early_stopping_patience": 0,
+    "metric_for_best": "loss",  # small val splits: accuracy ties too often to pick a checkpoint
+}
+
+
+def check_base(config: dict) -> str | None:
+    """None if `config` (a base's config.json) is an image model."""
+    if "num_channels" not in config and config.get("model_type") not in VISION:
+        return (f"is not an image model ({config.get('model_type')}); use an image "
+                "classifier such as efficientnet-lite0")
+    return None
 
 
 # ---------------------------------------------------------------------- ingest, clean
@@ -66,7 +103,7 @@ def clean(cfg: Config, staging: Path) -> dict:
 def describe(root: Path, src: Any, columns: dict[str, str | None],
              label_map: dict[str, str]) -> dict:
     """`dataset add`: a folder per class (labels = the class folders), or a table with
-    --image-col and --label-col."""
+    --image-col and --label-col; the `train` section is the transfer-learning RECIPE."""
     from tunesmith.datasets import check_labels, infer_labels, local_source, require_options
     from tunesmith.images.sources import from_folder
 
@@ -80,7 +117,9 @@ def describe(root: Path, src: Any, columns: dict[str, str | None],
         spec = {"columns": {"image": columns["image"], "label": columns["label"]},
                 "labels": infer_labels(root, src, [columns["image"], columns["label"]],
                                        columns["label"], label_map)}
-    return {**spec, "label_map": label_map} if label_map else spec
+    if label_map:
+        spec["label_map"] = label_map
+    return {**spec, "train": dict(RECIPE)}
 
 
 def report_lines(report: dict) -> list[str]:
@@ -182,7 +221,7 @@ def score_candidate(cfg: Config, out: Path) -> dict:
     return report
 
 
-def score_baseline(cfg: Config) -> dict | None:
+def score_baseline(cfg: Config, out: Path) -> dict | None:
     from tunesmith import classification as C
     from tunesmith.images import baseline as B
 
@@ -191,7 +230,14 @@ def score_baseline(cfg: Config) -> dict | None:
     fitted = B.fit_baseline([cfg.dirs.clean / p for p in train["image"]],
                             C.label_ids(cfg.labels, train, cfg.dirs.clean / "train.parquet"),
                             seed=cfg.train.seed)
+    C.save_baseline(fitted, out)  # register may serve it (log_baseline)
     return C.scored(y_true, B.baseline_proba(fitted, paths, len(cfg.labels)), cfg.labels)
+
+
+def score_majority(cfg: Config) -> dict | None:
+    from tunesmith import classification as C
+
+    return C.majority_baseline(cfg.dirs.clean, cfg.labels)
 
 
 def score_champion(cfg: Config) -> dict | None:
@@ -211,6 +257,15 @@ def log_model(cfg: Config, model_dir: Path) -> Any:
     return store.log_image_classifier(cfg, model_dir, cfg.labels)
 
 
+def log_baseline(cfg: Config, eval_dir: Path) -> Any | None:
+    """The pixels+histogram LR evaluate fitted, served on image paths like the CNN."""
+    from tunesmith.registry import store
+
+    path = eval_dir / store.BASELINE_DIR
+    return store.log_baseline_classifier(cfg, path, cfg.labels, "image") if path.is_dir() \
+        else None
+
+
 def sample_inputs(cfg: Config) -> pd.DataFrame:
     """A few test images (absolute paths) for register's load-and-predict check."""
     import pandas as pd
@@ -221,21 +276,37 @@ def sample_inputs(cfg: Config) -> pd.DataFrame:
 
 def predict_inputs(cfg: Config, values: list[str], table: Path | None) -> pd.DataFrame:
     """Absolute paths of existing image files (a table's relative paths are relative to
-    it); a missing file is one line naming it (and the row of the table)."""
+    it); a folder given as an argument stands for every image file under it (sorted, any
+    depth: `hotdog/val` with its class folders works); a missing file is one line naming
+    it (and the row of the table)."""
     import pandas as pd
 
     from tunesmith.errors import DataError
+    from tunesmith.images.sources import IMAGE_SUFFIXES
 
     out = []
     for i, value in enumerate(values):
         path = Path(value)
         if not path.is_absolute() and table is not None:
             path = table.parent / path
+        if table is None and path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                           and p.is_file() and not p.name.startswith("."))
+            if not found:
+                raise DataError(f"{path}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) "
+                                "in this folder")
+            out.extend(str(p.resolve()) for p in found)
+            continue
         if not path.is_file():
             where = f"{table}: row {i + 1}: " if table is not None else ""
             raise DataError(f"{where}image file not found: {path}")
         out.append(str(path.resolve()))
     return pd.DataFrame({"image": out})
+
+
+def serve(model: Any, inputs: pd.DataFrame, options: dict[str, Any]) -> pd.DataFrame:
+    """The MLflow model's own predict: label, score and prob_* per row."""
+    return model.predict(inputs)
 
 
 def input_columns(cfg: Config) -> list[str]:

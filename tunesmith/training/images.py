@@ -124,17 +124,20 @@ def load_image_model(base: str, labels: list[str], opts: Any, **kw: Any) -> nn.M
     """
     from transformers import AutoConfig, AutoModelForImageClassification
 
+    from tunesmith.bases.efficientnet_lite0 import prepare_for_training
     from tunesmith.errors import EnvironmentProblem
     from tunesmith.training.methods import load_pretrained
 
     if opts.method == "qlora":
         raise EnvironmentProblem("train.method=qlora: not supported for image-classification; "
-                                 "use lora (attention models) or freeze/head_only")
+                                 "use lora (attention models, EfficientNet) or freeze/head_only")
     same = checkpoint_labels(AutoConfig.from_pretrained(base)) == list(labels)
     model = load_pretrained(AutoModelForImageClassification, base, opts, labels=labels,
                             attention=False, **kw)
     if opts.method == "scratch" or not same:
         init_head_xavier(model)
+    # EfficientNet-Lite0: BatchNorm momentum, and the neutral SE gates of a random body.
+    prepare_for_training(model, scratch=opts.method == "scratch")
     return model
 
 
