@@ -45,9 +45,14 @@ def publish_register(cfg: Config, result: Any) -> None:
     decision = getattr(result, "decision", None)
     reasons = getattr(decision, "reasons", None) or getattr(result, "reasons", []) or []
     promoted = getattr(decision, "promote", getattr(result, "promoted", None))
-    lines = [f"# Gate decision for {cfg.name}: {'PROMOTED' if promoted else 'not promoted'}", ""]
-    lines += [f"- version: {getattr(result, 'version', '?')}"]
-    lines += [f"- {r}" for r in reasons]
+    verdict = getattr(result, "verdict", None) or []
+    if verdict:  # the register step's verdict (tunesmith.verdict): every version it registered
+        lines = [f"# Gate decision for {verdict[0]}", "", "```", *verdict[1:], "```"]
+    else:
+        lines = [f"# Gate decision for {cfg.name}: "
+                 f"{'PROMOTED' if promoted else 'not promoted'}", ""]
+        lines += [f"- version: {getattr(result, 'version', '?')}"]
+        lines += [f"- {r}" for r in reasons]
     create_markdown_artifact(key=_key(cfg, "gate"), markdown="\n".join(lines),
                              description="Champion/challenger gate")
     run_url = getattr(result, "run_url", None)

@@ -1,6 +1,8 @@
 """Step `evaluate`: score the trained model, its named baseline and the champion on test.
 
-The task type scores (its `score_candidate`, `score_baseline`, `score_champion`); this step
+The task type scores (its `score_candidate`, `score_baseline`, `score_majority`,
+`score_champion`); a classifier is also checked for collapse (one class for >= 99% of the
+test rows, or macro F1 at the level of always predicting the majority class). This step
 compares them the way the gate will (tunesmith.registry.gate.better: lower-is-better
 metrics included), writes `cfg.dirs.eval` (metrics.json for DVC, the task's plots and
 examples) and returns what the pipeline's MLflow run gets. It reads the registry (the
@@ -27,8 +29,10 @@ STEP = Step(
            "tracking", "train.seed"),
     inputs=("clean", "model"),
     outputs=("eval",),
-    uses=("score_candidate", "score_baseline", "score_champion"),
+    uses=("score_candidate", "score_baseline", "score_majority", "score_champion"),
 )
+COLLAPSE_HINT = ("check the learning rate (`tunesmith tune`), the epochs, or "
+                 "train.class_weights=balanced")
 
 
 @dataclass
@@ -40,6 +44,8 @@ class EvaluateResult:
     baseline: dict[str, float] | None = None
     champion_version: int | None = None
     champion: dict[str, float] | None = None
+    majority: dict[str, float] | None = None  # always the majority class (classification)
+    collapsed: bool | None = None  # None: not a classifier
     warnings: list[str] = field(default_factory=list)
     logged: Logged = field(default_factory=Logged, repr=False)
 
@@ -47,7 +53,7 @@ class EvaluateResult:
 @narrowed
 def evaluate(cfg: Config) -> EvaluateResult:
     """Score the candidate, the baseline and the champion; write the report (module doc)."""
-    from tunesmith.classification import clean_json
+    from tunesmith.classification import clean_json, collapse
     from tunesmith.registry import store
     from tunesmith.registry.gate import better
 
@@ -68,6 +74,14 @@ def evaluate(cfg: Config) -> EvaluateResult:
             if not report["beats_baseline"]:
                 warnings.append(f"red flag: fine-tuned {pm} {report[pm]:.4f} is worse than the "
                                 f"{task.BASELINE} baseline {baseline[pm]:.4f}")
+    if (majority := task.score_majority(cfg)) is not None:
+        report["majority"] = {"name": "majority class", **majority}
+        report["collapse"] = collapse(report, majority)
+        if report["collapse"]["collapsed"]:
+            warnings.append(f"collapsed: the model {report['collapse']['reason']}; "
+                            f"{COLLAPSE_HINT}")
+        if baseline is not None and "predicted_share" in baseline:
+            report["baseline"]["collapse"] = collapse(baseline, majority)
     champion_version = champion = None
     if (mv := store.version_for(cfg, store.CHAMPION)) is not None:
         champion_version, champion = int(mv.version), task.score_champion(cfg)
@@ -81,6 +95,8 @@ def evaluate(cfg: Config) -> EvaluateResult:
         baseline=None if baseline is None else M.summary(baseline),
         champion_version=champion_version,
         champion=None if champion is None else M.summary(champion),
+        majority=None if majority is None else M.summary(majority),
+        collapsed=report["collapse"]["collapsed"] if "collapse" in report else None,
         warnings=warnings, logged=_logged(cfg, report, warnings),
     )
 
@@ -88,7 +104,7 @@ def evaluate(cfg: Config) -> EvaluateResult:
 def _logged(cfg: Config, report: dict[str, Any], warnings: list[str]) -> Logged:
     """Scalar metrics (test/, baseline/, champion/, class/), the verdict tags, eval/ files."""
     metrics = {f"test/{k}": v for k, v in M.summary(report).items()}
-    for prefix in ("baseline", "champion"):
+    for prefix in ("baseline", "champion", "majority"):
         if isinstance(report.get(prefix), dict):
             metrics.update({f"{prefix}/{k}": v for k, v in M.summary(report[prefix]).items()})
     for label, stats in report.get("per_class", {}).items():
@@ -96,6 +112,13 @@ def _logged(cfg: Config, report: dict[str, Any], warnings: list[str]) -> Logged:
     tags = {}
     if "beats_baseline" in report:
         tags["eval.beats_baseline"] = str(report["beats_baseline"]).lower()
+    if isinstance(report.get("collapse"), dict):
+        verdict = report["collapse"]
+        metrics["eval/collapsed"] = float(verdict["collapsed"])
+        metrics["eval/top_class_share"] = float(verdict["top_share"])
+        tags["eval.collapsed"] = str(verdict["collapsed"]).lower()
+        if verdict["collapsed"]:
+            tags["eval.collapse"] = f"{verdict['reason']}; {COLLAPSE_HINT}"
     if warnings:
         tags["eval.warnings"] = "; ".join(warnings)
     # A task's *.table.jsonl files (e.g. generated answers) become MLflow tables too.

@@ -6,6 +6,13 @@ that alias is the very last action, so any failure before it leaves the old cham
 place. The decision is recorded as tags, a markdown artifact and in the model card. The
 model is logged into the pipeline's MLflow run, which the runner opens around this step
 (and closes FINISHED after it).
+
+The best measured model is the champion: when the classical baseline evaluate fitted
+(TF-IDF+LR, pixels+histogram LR) beats the fine-tuned model and `register.baseline_can_win`
+is on, the baseline is registered too (a second version, served like the first) and goes
+through the same gate (thresholds, collapse, champion margin); it then takes `challenger`,
+and `champion` if it passes. The verdict (versions, aliases, reasons, the primary metric of
+every model measured) is the run's MLflow description and the last lines on the console.
 """
 
 from __future__ import annotations
@@ -18,8 +25,15 @@ from tunesmith import metrics as M
 from tunesmith.config import Config
 from tunesmith.errors import EnvironmentProblem
 from tunesmith.logged import Logged, relative
-from tunesmith.registry.gate import Decision, Gate, should_promote
+from tunesmith.registry.gate import (
+    Decision,
+    Gate,
+    baseline_wins,
+    family_reason,
+    should_promote,
+)
 from tunesmith.steps import Step, narrowed, task_of
+from tunesmith.verdict import Candidate, Verdict, lines, markdown
 
 STEP = Step(
     name="register",
@@ -28,7 +42,7 @@ STEP = Step(
            "train", "tokenize.max_length", "evaluate.batch_size"),
     inputs=("eval", "model", "clean"),
     outputs=(),
-    uses=("log_model", "sample_inputs", "serve", "card_lines"),
+    uses=("log_model", "log_baseline", "sample_inputs", "serve", "card_lines"),
 )
 # Run tags copied onto the model version: source sha256, split digests, the dvc.lock hash of
 # data/raw/NAME and data/clean/NAME, the git commit, a causal LM's template digest. Enough
@@ -40,11 +54,17 @@ LINEAGE = ("data.", "dvc.ingest.", "dvc.clean.", "git.commit", "template.")
 class RegisterResult:
     """The new version, the aliases it holds now, and why."""
 
-    version: int
+    version: int  # the fine-tuned model's
     aliases: list[str]
     decision: Decision
     run_id: str
     model_uri: str
+    # the classical baseline, registered when it beat the fine-tuned model (baseline_can_win)
+    baseline_version: int | None = None
+    baseline_aliases: list[str] = field(default_factory=list)
+    baseline_decision: Decision | None = None
+    promoted: int | None = None  # the version that became champion in this run
+    verdict: list[str] = field(default_factory=list, repr=False)  # the console block
     logged: Logged = field(default_factory=Logged, repr=False)
 
 
@@ -61,19 +81,39 @@ def gate_of(cfg: Config) -> tuple[Gate, list[str]]:
     for metric in sorted(set(thresholds) - task.MEASURES):
         thresholds.pop(metric)
         skipped.append(f"skip threshold {metric}: not a {task.NAME} metric")
+    t = cfg.train
+    hint = (f"raise train.lr (now {_num(t.lr)}; `tunesmith tune --dataset {cfg.name}` picks one "
+            f"on the val split), train longer (train.epochs {_num(t.epochs)}), or set "
+            "train.class_weights=balanced")
     gate = Gate(thresholds, r.margin, r.primary_metric, r.require_beat_baseline, task.BASELINE,
-                task.BASELINE_MIN_GAIN)
+                task.BASELINE_MIN_GAIN, hint, r.record_tolerance)
     return gate, skipped
 
 
-def decide(cfg: Config, report: dict[str, Any], current_champion: int | None) -> Decision:
-    """The gate on evaluate's report, refusing if the champion moved since it was re-scored."""
+def _num(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, int | float) else str(value)
+
+
+def decide(cfg: Config, report: dict[str, Any], current_champion: int | None,
+           as_baseline: bool = False, record: dict[str, float] | None = None) -> Decision:
+    """The gate on evaluate's report, refusing if the champion moved since it was re-scored.
+
+    `as_baseline`: judge the report's classical baseline as the candidate (same gate, its
+    own metrics and collapse verdict, no baseline rule). `record`: the champion's test
+    metrics as recorded on its own run (champion_record)."""
     gate, skipped = gate_of(cfg)
     scored = report.get("champion") or {}
     champion = None
     if current_champion is not None:
         champion = M.summary(scored) if scored.get("version") == current_champion else {}
-    decision = should_promote(M.summary(report), champion, report.get("baseline"), gate)
+    if as_baseline:
+        base = report["baseline"]
+        decision = should_promote(M.summary(base), champion, None, gate,
+                                  collapse=base.get("collapse"), is_baseline=True,
+                                  champion_record=record)
+    else:
+        decision = should_promote(M.summary(report), champion, report.get("baseline"), gate,
+                                  collapse=report.get("collapse"), champion_record=record)
     decision = Decision(decision.promote, (*skipped, *decision.reasons))
     if current_champion is not None and scored.get("version") != current_champion:
         note = (
@@ -82,6 +122,34 @@ def decide(cfg: Config, report: dict[str, Any], current_champion: int | None) ->
         )
         decision = Decision(False, (*decision.reasons, note))
     return decision
+
+
+def champion_record(client: Any, version: Any) -> dict[str, float] | None:
+    """The champion's test metrics as evaluate recorded them on the run that registered it
+    (`test/...`, or `baseline/...` for a registered baseline); None when that run is gone."""
+    try:
+        metrics = client.get_run(version.run_id).data.metrics
+    except Exception:  # noqa: BLE001 - a deleted run: the rule has nothing to compare
+        return None
+    prefix = "baseline/" if (version.tags or {}).get("model.family") == "baseline" else "test/"
+    return {k.removeprefix(prefix): v for k, v in metrics.items() if k.startswith(prefix)} \
+        or None
+
+
+def baseline_contest(cfg: Config, report: dict[str, Any]) -> bool:
+    """Whether the classical baseline is a candidate too: it beat the fine-tuned model on the
+    primary metric and `register.baseline_can_win` is on."""
+    pm = cfg.register_.primary_metric
+    return cfg.register_.baseline_can_win and baseline_wins(
+        pm, report.get(pm), (report.get("baseline") or {}).get(pm))
+
+
+def _family_line(cfg: Config, report: dict[str, Any], task: Any) -> str | None:
+    pm = cfg.register_.primary_metric
+    base = (report.get("baseline") or {}).get(pm)
+    if report.get(pm) is None or base is None:
+        return None
+    return family_reason(pm, report[pm], base, task.BASELINE, cfg.train.method)
 
 
 @narrowed
@@ -106,35 +174,114 @@ def register(cfg: Config) -> RegisterResult:
     task = task_of(cfg, "register")
     client = tracking.configure(cfg)
     current = store.version_for(cfg, store.CHAMPION)
-    decision = decide(cfg, report, int(current.version) if current else None)
-    info = task.log_model(cfg, model_dir)
-    store.smoke_test(info.model_uri, task.sample_inputs(cfg), task.PREDICTS, task.serve)
-    mv = store.register_version(cfg, info.model_uri)
-    verdict = "promote" if decision.promote else "keep champion"
-    reasons = "\n".join(decision.reasons)
-    # The data version this model came from, on the version itself (see LINEAGE).
+    current_version = int(current.version) if current else None
+    record = champion_record(client, current) if current else None
+    decision = decide(cfg, report, current_version, record=record)
+    base_decision = decide(cfg, report, current_version, as_baseline=True, record=record) \
+        if baseline_contest(cfg, report) else None
+    if base_decision is not None and base_decision.promote and decision.promote:
+        decision = Decision(False, (*decision.reasons, f"FAIL family: the {task.BASELINE} "
+                                    "baseline beat this model and is promoted instead"))
+    if (family := _family_line(cfg, report, task)) is not None:
+        decision = Decision(decision.promote, (*decision.reasons, family))
+        if base_decision is not None:
+            base_decision = Decision(base_decision.promote, (*base_decision.reasons, family))
+
     run_tags = client.get_run(run_id).data.tags
-    lineage = {k: v for k, v in run_tags.items() if k.startswith(LINEAGE)}
-    for key, value in {"gate.decision": verdict, "gate.reasons": reasons, "run_id": run_id,
-                       **lineage}.items():
-        client.set_model_version_tag(cfg.name, mv.version, key, value[:5000])
     summary_path = cfg.dirs.model / "train_summary.json"
-    card = modelcard.render(
-        cfg, task, mv.version, run_id, report, decision,
-        json.loads(summary_path.read_text()) if summary_path.is_file() else None, run_tags)
-    client.update_model_version(cfg.name, mv.version, description=card)
-    store.set_alias(cfg, store.CHALLENGER, mv.version)
-    aliases = [store.CHALLENGER]
-    if decision.promote:
-        store.set_alias(cfg, store.CHAMPION, mv.version)  # last: see the module docstring
-        aliases.append(store.CHAMPION)
+    train_summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    # The data version this model came from, on the version itself (see LINEAGE).
+    lineage = {k: v for k, v in run_tags.items() if k.startswith(LINEAGE)}
+
+    def register_one(uri: str, dec: Decision, family: str) -> int:
+        store.smoke_test(uri, task.sample_inputs(cfg), task.PREDICTS, task.serve)
+        mv = store.register_version(cfg, uri)
+        verdict = "promote" if dec.promote else "keep champion"
+        for key, value in {"gate.decision": verdict, "gate.reasons": "\n".join(dec.reasons),
+                           "run_id": run_id, "model.family": family, **lineage}.items():
+            client.set_model_version_tag(cfg.name, mv.version, key, value[:5000])
+        card = modelcard.render(cfg, task, mv.version, run_id, report, dec, train_summary,
+                                run_tags, family=family)
+        client.update_model_version(cfg.name, mv.version, description=card)
+        cards.append((f"model_card_v{mv.version}.md" if family == "baseline" else
+                      "model_card.md", card))
+        return int(mv.version)
+
+    cards: list[tuple[str, str]] = []
+    info = task.log_model(cfg, model_dir)
+    version = register_one(info.model_uri, decision, "fine-tuned")
+    base_version = None
+    if base_decision is not None:
+        base_info = task.log_baseline(cfg, cfg.dirs.eval)
+        if base_info is None:
+            base_decision = None  # this task's baseline is not servable
+        else:
+            base_version = register_one(base_info.model_uri, base_decision, "baseline")
+    # challenger: the best model of this run; champion (last, see the docstring): the one
+    # that passed the gate (the baseline only ever passes when it beat the fine-tuned model).
+    best = base_version if base_version is not None else version
+    store.set_alias(cfg, store.CHALLENGER, best)
+    promoted = None
+    if base_decision is not None and base_decision.promote:
+        promoted = base_version
+    elif decision.promote:
+        promoted = version
+    if promoted is not None:
+        store.set_alias(cfg, store.CHAMPION, promoted)
+    aliases_of = {v: [a for a, holder in ((store.CHALLENGER, best), (store.CHAMPION, promoted))
+                      if holder == v] for v in (version, base_version) if v is not None}
+
+    candidates = [Candidate(version, f"fine-tuned ({cfg.train.method})",
+                            tuple(aliases_of[version]), decision)]
+    if base_version is not None and base_decision is not None:
+        candidates.append(Candidate(base_version, f"{task.BASELINE} baseline",
+                                    tuple(aliases_of[base_version]), base_decision))
+    verdict = _verdict(cfg, report, task, candidates, current_version)
+    reasons = "\n".join(decision.reasons)
+    tags = {"gate.decision": "promote" if decision.promote else "keep champion",
+            "registered.version": str(version), "gate.reasons": reasons,
+            "gate.champion": str(promoted or current_version or "none"),
+            "mlflow.note.content": markdown(verdict, _key_metrics(cfg, report))}
+    texts = [("gate_decision.md", decision.markdown(f"Gate decision for {cfg.name} v{version}"))]
+    if base_version is not None and base_decision is not None:
+        tags.update({"registered.baseline_version": str(base_version),
+                     "gate.baseline_decision": "promote" if base_decision.promote
+                     else "keep champion"})
+        texts.append((f"gate_decision_v{base_version}.md", base_decision.markdown(
+            f"Gate decision for {cfg.name} v{base_version} ({task.BASELINE} baseline)")))
     adapter = cfg.dirs.model / "adapter"
     logged = Logged(
-        tags={"gate.decision": verdict, "registered.version": str(mv.version),
-              "gate.reasons": reasons},
-        texts=[("gate_decision.md",
-                decision.markdown(f"Gate decision for {cfg.name} v{mv.version}")),
-               ("model_card.md", card)],
+        tags=tags, texts=texts + cards,
         artifacts=[(relative(adapter, cfg.root), "adapter")] if adapter.is_dir() else [],
     )
-    return RegisterResult(int(mv.version), aliases, decision, run_id, info.model_uri, logged)
+    return RegisterResult(version, aliases_of[version], decision, run_id, info.model_uri,
+                          baseline_version=base_version,
+                          baseline_aliases=aliases_of.get(base_version, []) if base_version
+                          else [],
+                          baseline_decision=base_decision, promoted=promoted,
+                          verdict=lines(verdict), logged=logged)
+
+
+def _verdict(cfg: Config, report: dict[str, Any], task: Any, candidates: list[Candidate],
+             champion_before: int | None) -> Verdict:
+    pm = cfg.register_.primary_metric
+    scores: dict[str, float | None] = {f"fine-tuned ({cfg.train.method})": report.get(pm)}
+    if isinstance(report.get("baseline"), dict):
+        scores[task.BASELINE] = report["baseline"].get(pm)
+    if isinstance(report.get("majority"), dict):
+        scores["majority class"] = report["majority"].get(pm)
+    champion = report.get("champion") or {}
+    if champion.get("version"):
+        scores[f"champion v{champion['version']}"] = champion.get(pm)
+    warnings = []
+    if (report.get("collapse") or {}).get("collapsed"):
+        warnings.append(f"the fine-tuned model collapsed: {report['collapse']['reason']}")
+    return Verdict(cfg.name, pm, tuple(candidates), champion_before, scores, tuple(warnings))
+
+
+def _key_metrics(cfg: Config, report: dict[str, Any]) -> dict[str, float | None]:
+    """The fine-tuned model's headline test metrics for the run description."""
+    keys = (cfg.register_.primary_metric, "accuracy", "f1_macro", "mcc", "roc_auc", "ece",
+            "perplexity", "eval_loss", "latency_ms_batch1", "model_size_mb")
+    return {k: float(report[k]) for k in dict.fromkeys(keys)
+            if isinstance(report.get(k), int | float) and not isinstance(report.get(k), bool)}

@@ -3,7 +3,10 @@
 Maps the typed Config onto a `TrainRequest`; the training core itself never sees pydantic,
 so the same core runs on an accelerator machine with only torch/transformers/peft. The
 task type's training functions (model class, data, collator, metrics) are called by the
-core through tunesmith.tasktypes.
+core through tunesmith.tasktypes. `train.lr: auto` first runs the `tune` section's search
+on the train/val splits (tunesmith/tune.py: Optuna, each trial a child run of the
+pipeline's MLflow run) and trains with the best values; the chosen rate is logged on the
+run (param and tag `tune.best.train.lr`, metric `train/lr`).
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ from tunesmith.models import resolve_base
 from tunesmith.steps import BASE_MODEL, Step, narrowed, task_of
 
 if TYPE_CHECKING:
+    from tunesmith.training.options import TrainOptions
     from tunesmith.training.run import TrainRequest
 
 STEP = Step(
     name="train",
-    reads=("train", "model", "labels"),
+    reads=("train", "model", "labels", "tune"),  # tune: the search of `train.lr: auto`
     inputs=("tokenized", BASE_MODEL),
     outputs=("model",),
     uses=("load_model", "training_data", "collator", "metric_fns", "best_metric",
@@ -46,16 +50,20 @@ class TrainResult:
     total_params: int
     wall_time_s: float
     resumed: bool
+    lr: float | None = None  # the rate used (the method's default, or chosen by `auto`)
+    tuned: dict | None = None  # `train.lr: auto`: the values the search chose
     logged: Logged = field(default_factory=Logged, repr=False)
 
 
-def build_request(cfg: Config) -> TrainRequest:
-    """Config -> TrainRequest; one-line errors for a missing tokenize output or label drift."""
+def build_request(cfg: Config, options: TrainOptions | None = None) -> TrainRequest:
+    """Config -> TrainRequest (with `options` instead of cfg.train if given: a tuning trial,
+    the values `auto` chose); one-line errors for a missing tokenize output or label drift."""
     from tunesmith.training.data import read_meta
     from tunesmith.training.methods import check_environment
     from tunesmith.training.run import TrainRequest
 
-    check_environment(cfg.train)  # e.g. QLoRA without CUDA: fail before touching anything
+    options = options or cfg.train
+    check_environment(options)  # e.g. QLoRA without CUDA: fail before touching anything
     tokenized = cfg.dirs.tokenized
     meta = read_meta(tokenized)
     if not meta or not (tokenized / "train").is_dir() or not (tokenized / "val").is_dir():
@@ -64,7 +72,6 @@ def build_request(cfg: Config) -> TrainRequest:
     if task_of(cfg, "train").LABELLED and meta.get("labels") != cfg.labels:
         raise DataError(f"{tokenized / 'meta.json'}: labels {meta.get('labels')} differ from the "
                         f"config's {cfg.labels}: rerun the tokenize step")
-    options = cfg.train
     if options.warm_start:
         path = Path(options.warm_start)
         path = path if path.is_absolute() else cfg.root / path
@@ -88,7 +95,20 @@ def train(cfg: Config) -> TrainResult:
     """Train per `cfg.train`; writes cfg.dirs.model/{model,adapter,train_summary.json,curve.csv}."""
     from tunesmith.training.run import train_model
 
-    summary = train_model(build_request(cfg))
+    tuned, options = None, None
+    if cfg.train.lr == "auto":
+        from tunesmith import tune
+
+        tuned = tune.auto(cfg)
+        options = tune.apply(dataclasses.replace(cfg.train, lr=None), tuned.best)
+    summary = train_model(build_request(cfg, options))
+    logged = _logged(cfg, dataclasses.asdict(summary))
+    if tuned is not None:
+        logged = logged.merged(Logged(
+            params={f"tune.best.{k}": str(v) for k, v in tuned.best.items()},
+            tags={f"tune.best.{k}": str(v) for k, v in tuned.best.items()},
+            metrics={f"tune/best_val_{tuned.metric}": tuned.value,
+                     "tune/seconds": tuned.seconds, "tune/trials": len(tuned.trials)}))
     return TrainResult(
         model_dir=cfg.dirs.model / "model",
         method=summary.method,
@@ -98,7 +118,9 @@ def train(cfg: Config) -> TrainResult:
         total_params=summary.total_params,
         wall_time_s=round(summary.wall_time_s, 2),
         resumed=summary.resumed_from is not None,
-        logged=_logged(cfg, dataclasses.asdict(summary)),
+        lr=summary.lr,
+        tuned=None if tuned is None else tuned.best,
+        logged=logged,
     )
 
 

@@ -71,3 +71,41 @@ def test_the_source_is_written_once_and_a_stale_dvc_yaml_is_one_line(project: Pa
         dvcfile.resolve(load_config("toy", project))
     dvcfile.write(project)
     dvcfile.resolve(load_config("toy", project))
+
+
+def test_unset_lr_and_epochs_mean_the_methods_defaults_and_a_set_value_wins(project: Path):
+    from tunesmith import steps
+    from tunesmith.training.options import LR_DEFAULTS
+
+    path = project / "datasets" / "toy.yaml"
+    path.write_text(path.read_text().replace("epochs: 2, ", "").replace("lr: 5.0e-3, ", ""))
+    rates = {}
+    for method in ("full", "freeze", "head_only", "lora", "qlora", "scratch", "staged"):
+        cfg = load_config("toy", project, [f"train.method={method}"])
+        rates[method] = cfg.train.lr
+        assert cfg.train.lr == LR_DEFAULTS["adamw"][method]
+        # What the step cache keys and dvc.yaml's inputs files see: the resolved number.
+        assert steps.resolved_reads(cfg, "train")["train"]["lr"] == cfg.train.lr
+    assert rates["lora"] >= 10 * rates["full"] and rates["head_only"] > rates["lora"]
+    assert load_config("toy", project, ["train.method=scratch"]).train.epochs == 10
+    assert load_config("toy", project, ["train.method=lora"]).train.epochs == 3
+    sgd = load_config("toy", project, ["train.optimizer=sgd"]).train
+    assert sgd.lr == LR_DEFAULTS["sgd"]["full"]
+    # A value the user sets always wins: the dataset YAML, then --set.
+    path.write_text(path.read_text() + "train: {lr: 2.0e-5, epochs: 5, batch_size: 8}\n")
+    pinned = load_config("toy", project, ["train.method=lora"]).train
+    assert (pinned.lr, pinned.epochs) == (2e-5, 5)
+    assert load_config("toy", project, ["train.lr=3e-4"]).train.lr == 3e-4
+    assert load_config("toy", project, ["train.lr=auto"]).train.lr == "auto"
+
+
+def test_task_types_override_the_rates_and_class_weights_need_classes(project: Path):
+    chat = ["task=causal-lm", "columns={prompt: text, response: label}", "train.lr=null"]
+    assert load_config("toy", project, [*chat, "train.method=lora"]).train.lr == 1e-3
+    assert load_config("toy", project, [*chat, "train.method=freeze"]).train.lr == 2e-4
+    assert load_config("toy", project, ["train.class_weights=balanced"]).train.class_weights \
+        == "balanced"
+    with pytest.raises(ConfigError, match="train.class_weights: balanced needs classes"):
+        load_config("toy", project, [*chat, "train.class_weights=balanced"])
+    with pytest.raises(ConfigError, match="--set: train.class_weights: Input should be"):
+        load_config("toy", project, ["train.class_weights=inverse"])

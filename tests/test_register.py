@@ -201,3 +201,215 @@ def test_default_mlflow_ui_shows_the_champion_in_a_browser(project) -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr[-2000:]
     assert "alias 'champion'" in out.stdout and shot.read_bytes()[:4] == b"\x89PNG"
+
+
+# ------------------------------------------------- collapse, and the baseline as a candidate
+
+COLLAPSED = {"collapsed": True, "reason": "predicts 'neg' for 100.0% of test rows",
+             "top_class": "neg", "top_share": 1.0, "f1_macro": 0.45, "majority_f1_macro": 0.45}
+
+
+def test_a_collapsed_model_fails_its_own_rule_with_a_hint() -> None:
+    gate = Gate(thresholds={"f1_macro": 0.0}, require_beat_baseline=False,
+                collapse_hint="raise train.lr")
+    d = should_promote({"f1_macro": 0.45}, None, None, gate, collapse=COLLAPSED)
+    assert not d.promote
+    assert "FAIL collapse: predicts 'neg' for 100.0% of test rows (hint: raise train.lr)" \
+        in d.reasons
+    healthy = {**COLLAPSED, "collapsed": False, "top_share": 0.6, "f1_macro": 0.9}
+    ok = should_promote({"f1_macro": 0.9}, None, None, gate, collapse=healthy)
+    assert ok.promote and any(r.startswith("pass collapse: the most predicted class (neg) is "
+                                           "60.0%") for r in ok.reasons)
+
+
+def test_the_baseline_as_candidate_skips_the_baseline_rule_and_keeps_the_others() -> None:
+    d = should_promote({"f1_macro": 0.9}, {"f1_macro": 0.95}, None, GATE, is_baseline=True)
+    assert "skip baseline: this candidate is the TF-IDF+LR baseline" in d.reasons
+    assert not d.promote and d.reasons[-1].startswith("FAIL champion")  # never a worse model
+
+
+def test_family_reason_says_who_won_and_by_how_much() -> None:
+    from tunesmith.registry.gate import baseline_wins, family_reason
+
+    assert baseline_wins("f1_macro", 0.981, 0.986) and not baseline_wins("f1_macro", 0.9, 0.9)
+    assert not baseline_wins("ece", 0.05, 0.10) and baseline_wins("ece", 0.10, 0.05)
+    assert family_reason("f1_macro", 0.981, 0.986, "TF-IDF+LR", "full") == (
+        "family: the TF-IDF+LR baseline wins, f1_macro 0.9860 vs fine-tuned (full) 0.9810, "
+        "by 0.0050")
+    assert family_reason("f1_macro", 0.99, 0.98, "TF-IDF+LR", "lora").startswith(
+        "family: fine-tuned (lora) wins")
+
+
+def test_collapse_and_majority_baseline_from_the_clean_splits(tmp_path) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from tunesmith import classification as C
+
+    for split, labels in (("train", ["a"] * 8 + ["b"] * 2), ("test", ["a"] * 9 + ["b"])):
+        pd.DataFrame({"text": [f"t{i}" for i in range(10)], "label": labels}).to_parquet(
+            tmp_path / f"{split}.parquet")
+    majority = C.majority_baseline(tmp_path, ["a", "b"])
+    assert majority["class"] == "a" and majority["accuracy"] == 0.9
+    assert majority["f1_macro"] == pytest.approx((2 * 0.9 / 1.9) / 2)
+    y = np.array([0] * 9 + [1])
+    always_a = C.collapse(C.scored(y, np.tile([0.8, 0.2], (10, 1)), ["a", "b"]), majority)
+    assert always_a["collapsed"] and "'a' for 100.0%" in always_a["reason"]
+    right = C.collapse(C.scored(y, np.eye(2)[y], ["a", "b"]), majority)
+    assert not right["collapsed"] and right["top_share"] == 0.9 and right["reason"] == ""
+
+
+def test_a_collapsed_model_is_its_own_gate_reason_and_step_register_says_so(
+        project, monkeypatch, capsys) -> None:
+    """evaluate's collapse verdict reaches the gate as its own reason (with the hint), and
+    `tunesmith step register` ends with the verdict block."""
+    from cli_helpers import run_cli
+
+    cfg = toy_config(project)
+    run_pipeline(cfg, until="evaluate")
+    path = cfg.dirs.eval / "metrics.json"
+    report = json.loads(path.read_text())
+    assert report["majority"]["name"] == "majority class" and "collapse" in report
+    path.write_text(json.dumps({**report, "collapse": COLLAPSED}))
+    sets = [f"--set={o}" for o in ("evaluate.latency_examples=4",
+                                   "register.require_beat_baseline=false",
+                                   "register.thresholds={f1_macro: 0.7}",
+                                   "register.baseline_can_win=false", "train.epochs=6",
+                                   "train.lr=1.0e-3")]
+    out = run_cli(["step", "register", "--dataset", "toy", *sets], project, monkeypatch, capsys)
+    assert out.code == 0, out.err
+    tail = out.out.strip().splitlines()
+    assert tail[0].startswith("register toy: version=1, aliases=['challenger']")
+    assert tail[1] == "toy: NOT promoted; no champion: nothing to serve"
+    assert tail[2] == "  version 1 (fine-tuned (full)): aliases challenger; not promoted"
+    assert tail[3].startswith("    pass threshold f1_macro")
+    assert tail[4] == ("    FAIL collapse: predicts 'neg' for 100.0% of test rows (hint: raise "
+                       "train.lr (now 0.001; `tunesmith tune --dataset toy` picks one on the val "
+                       "split), train longer (train.epochs 6), or set "
+                       "train.class_weights=balanced)")
+    assert any(line.startswith("  f1_macro on test: fine-tuned (full) ") and
+               "| TF-IDF+LR " in line and "| majority class " in line for line in tail)
+    assert tail[-1] == "  warning: the fine-tuned model collapsed: predicts 'neg' for 100.0% " \
+        "of test rows"
+    client = MlflowClient(tracking_uri(cfg), tracking_uri(cfg))
+    assert "FAIL collapse: predicts 'neg'" in client.get_model_version("toy", "1").tags[
+        "gate.reasons"]
+    assert store.version_for(cfg, "champion") is None
+
+
+def test_the_baseline_becomes_champion_when_it_wins_and_is_served(project, monkeypatch,
+                                                                   capsys) -> None:
+    """A fine-tuned model that learnt nothing loses to TF-IDF+LR: the baseline is registered
+    too (v2), passes the gate and is champion, is served by `predict` with the fine-tuned
+    model's columns, and is re-scored by the next evaluate through the same path."""
+    from cli_helpers import run_cli
+
+    from tunesmith.runner import run_step
+
+    cfg = toy_config(project, *DEGRADED, "register.baseline_can_win=true")
+    first = run_pipeline(cfg)["register"]
+    assert (first.version, first.aliases, first.decision.promote) == (1, [], False)
+    assert (first.baseline_version, first.baseline_aliases) == (2, ["challenger", "champion"])
+    assert first.baseline_decision.promote and first.promoted == 2
+    assert any(r.startswith("family: the TF-IDF+LR baseline wins") for r in
+               first.decision.reasons)
+    assert "skip baseline: this candidate is the TF-IDF+LR baseline" in \
+        first.baseline_decision.reasons
+    client = MlflowClient(tracking_uri(cfg), tracking_uri(cfg))
+    v2 = client.get_model_version("toy", "2")
+    assert v2.tags["model.family"] == "baseline" and v2.tags["gate.decision"] == "promote"
+    assert "classical **TF-IDF+LR baseline**" in v2.description
+    assert client.get_model_version("toy", "1").tags["model.family"] == "fine-tuned"
+    run = client.get_run(first.run_id)
+    description = run.data.tags["mlflow.note.content"]
+    assert description.startswith("**toy: PROMOTED version 2 (TF-IDF+LR baseline) to champion "
+                                  "(the first champion)**")
+    assert "f1_macro on test: fine-tuned (full)" in description and "| f1_macro |" in description
+    assert first.verdict[0] == description.splitlines()[0].strip("*")
+    assert any(line.startswith("  version 2 (TF-IDF+LR baseline): aliases challenger, "
+                               "champion; promoted") for line in first.verdict)
+
+    # Served like the fine-tuned model: the same columns, through `tunesmith predict`.
+    import pandas as pd
+
+    served = store.load_pyfunc(cfg).predict(pd.DataFrame(
+        {"text": ["the film was superb", "dull and boring"]}))
+    assert list(served.columns) == ["label", "score", "prob_neg", "prob_pos"]
+    assert served["label"].tolist() == ["pos", "neg"]
+    out = run_cli(["predict", "--dataset", "toy", "a lovely warm film"], project, monkeypatch,
+                  capsys)
+    assert out.code == 0 and out.out.split("\t")[0] == "pos", out.err
+
+    # The next evaluate re-scores the baseline champion through MLflow, like any champion.
+    again = run_step(cfg, "evaluate")
+    assert again.champion_version == 2
+    assert again.champion["f1_macro"] == pytest.approx(run.data.metrics["baseline/f1_macro"])
+
+
+def test_served_image_baseline_features_match_the_ones_it_was_fitted_on(tmp_path) -> None:
+    """The served image baseline computes its features itself (it must not need tunesmith):
+    they must be the fitted pipeline's, tunesmith/images/baseline.py's."""
+    import importlib.util
+
+    import numpy as np
+    from PIL import Image
+
+    from tunesmith.images.baseline import features
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, mode in enumerate(("RGB", "L", "RGBA")):
+        array = rng.integers(0, 255, (20 + i, 30, 3), dtype=np.uint8)
+        img = Image.fromarray(array).convert(mode)
+        img.save(tmp_path / f"{i}.png")
+        paths.append(tmp_path / f"{i}.png")
+    spec = importlib.util.spec_from_file_location("served", store.BASELINE_CODE)
+    served = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(served)
+    assert np.array_equal(served.image_features([str(p) for p in paths]), features(paths))
+
+
+def test_a_candidate_far_below_the_champions_own_record_fails() -> None:
+    """Shuffled labels hurt every model: the champion re-scored on the new data is no
+    yardstick (0.486 vs 0.466 on a real SMS set), its own recorded score is."""
+    gate = Gate(thresholds={}, primary_metric="f1_macro", require_beat_baseline=False)
+    args = ({"f1_macro": 0.466}, {"f1_macro": 0.440}, None, gate)
+    shuffled = should_promote(*args, champion_record={"f1_macro": 0.986})
+    assert not shuffled.promote
+    assert any(r.startswith("FAIL record: f1_macro 0.4660 is more than 10% worse than the "
+                            "champion's own recorded 0.9860") for r in shuffled.reasons)
+    assert should_promote(*args).promote  # without the record the coin toss would win
+    near = should_promote({"f1_macro": 0.90}, {"f1_macro": 0.88}, None, gate,
+                          champion_record={"f1_macro": 0.986})
+    assert near.promote and any(r.startswith("pass record:") for r in near.reasons)
+    # Lower is better (a causal LM's perplexity): 10% above the record fails.
+    lm = Gate(thresholds={}, primary_metric="perplexity", require_beat_baseline=False)
+    assert not should_promote({"perplexity": 1.70}, {"perplexity": 1.80}, None, lm,
+                              champion_record={"perplexity": 1.456}).promote
+    off = Gate(thresholds={}, primary_metric="f1_macro", require_beat_baseline=False,
+               record_tolerance=None)
+    assert should_promote(*args[:3], off, champion_record={"f1_macro": 0.986}).promote
+
+
+def test_shuffled_labels_keep_the_champion_by_its_recorded_score(project) -> None:
+    """A data version worse by construction (labels shuffled, same class shares): the real
+    register keeps the champion and says why, with the baseline rule off."""
+    import csv
+    import random
+
+    first = run_pipeline(toy_config(project))
+    assert first["register"].aliases == ["challenger", "champion"]
+    path = project / "data" / "toy.csv"
+    rows = list(csv.reader(path.open(encoding="utf-8")))
+    labels = [r[1] for r in rows[1:]]
+    random.Random(0).shuffle(labels)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([rows[0], *([r[0], y] for r, y in zip(rows[1:], labels,
+                                                                         strict=True))])
+    second = run_pipeline(toy_config(project))
+    reg = second["register"]
+    assert reg.version == 2 and not reg.decision.promote
+    assert any(r.startswith("FAIL record: f1_macro") for r in reg.decision.reasons), \
+        reg.decision.reasons
+    cfg = toy_config(project)
+    assert int(store.version_for(cfg, "champion").version) == 1

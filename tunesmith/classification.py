@@ -45,10 +45,74 @@ def label_ids(labels: list[str], frame: pd.DataFrame, path: Path) -> np.ndarray:
 
 
 def scored(y_true: np.ndarray, proba: np.ndarray, labels: list[str]) -> dict[str, Any]:
-    """The classification metrics without the confusion matrix (baseline, champion)."""
+    """The classification metrics without the confusion matrix (baseline, champion), with
+    the share of rows predicted as each class (what `collapse` reads)."""
     result = M.classification_metrics(y_true, proba, labels)
-    result.pop("confusion_matrix")
+    matrix = np.asarray(result.pop("confusion_matrix"))
+    result["predicted_share"] = predicted_share(matrix, labels)
     return result
+
+
+# ------------------------------------------------- the majority class and collapsed models
+
+# A model predicting one class for this share of the test rows (or more) has collapsed.
+COLLAPSE_SHARE = 0.99
+# ... and so has one whose macro F1 is within this of always predicting the majority class.
+COLLAPSE_F1_TOLERANCE = 0.01
+MAJORITY = "majority class"
+
+
+def predicted_share(confusion: Any, labels: list[str]) -> dict[str, float]:
+    """{label: share of rows predicted as it} from a confusion matrix (rows: actual)."""
+    counts = np.asarray(confusion, dtype=float).sum(axis=0)
+    total = counts.sum() or 1.0
+    return {label: float(c / total) for label, c in zip(labels, counts, strict=True)}
+
+
+def majority_baseline(clean_dir: Path, labels: list[str]) -> dict[str, Any]:
+    """Always predicting the train split's most frequent class, scored on test like any model:
+    the floor a classifier must clear on imbalanced data (accuracy = that class's share)."""
+    y = {split: label_ids(labels, pd.read_parquet(clean_dir / f"{split}.parquet",
+                                                  columns=["label"]),
+                          clean_dir / f"{split}.parquet") for split in ("train", "test")}
+    top = int(np.bincount(y["train"], minlength=len(labels)).argmax())
+    proba = np.zeros((len(y["test"]), len(labels)))
+    proba[:, top] = 1.0
+    return {"class": labels[top], **scored(y["test"], proba, labels)}
+
+
+def collapse(report: dict[str, Any], majority: dict[str, Any]) -> dict[str, Any]:
+    """Whether a scored model collapsed: one class for >= COLLAPSE_SHARE of the test rows, or
+    macro F1 at the majority-class level. `report` has a confusion matrix or predicted_share."""
+    labels = list(report["per_class"])
+    shares = report.get("predicted_share") or predicted_share(report["confusion_matrix"], labels)
+    top = max(shares, key=shares.get)
+    f1, floor = float(report["f1_macro"]), float(majority["f1_macro"])
+    one_class = shares[top] >= COLLAPSE_SHARE
+    at_floor = f1 <= floor + COLLAPSE_F1_TOLERANCE
+    why = []
+    if one_class:
+        why.append(f"predicts {top!r} for {shares[top]:.1%} of test rows")
+    if at_floor:
+        why.append(f"macro F1 {f1:.4f} is at the majority-class level {floor:.4f}")
+    return {"collapsed": one_class or at_floor, "top_class": top, "top_share": shares[top],
+            "f1_macro": f1, "majority_f1_macro": floor, "reason": "; ".join(why)}
+
+
+def save_baseline(model: Any, out: Path) -> Path:
+    """The fitted scikit-learn baseline as an MLflow sklearn model under `out`, so register
+    logs exactly what evaluate measured (tunesmith.registry.store.log_baseline_classifier)."""
+    import mlflow.sklearn
+    import sklearn
+
+    from tunesmith.registry.store import BASELINE_DIR
+
+    path = out / BASELINE_DIR
+    # MLflow's default format (skops: no pickle); explicit requirements skip its inference,
+    # which loads the model in a subprocess.
+    mlflow.sklearn.save_model(model, str(path),
+                              pip_requirements=[f"scikit-learn=={sklearn.__version__}"])
+    return path
 
 
 def model_size(path: Path, model: Any) -> dict[str, float]:

@@ -25,7 +25,7 @@ from pydantic import (
 
 from tunesmith import tasktypes
 from tunesmith.errors import ConfigError
-from tunesmith.training.options import TrainOptions
+from tunesmith.training.options import TrainOptions, resolve_defaults
 
 TaskType = Literal["text-classification", "causal-lm", "image-classification"]
 # json: one array of objects (the Alpaca file shape); folder: <label>/*.png
@@ -47,6 +47,7 @@ class SourceConfig(Strict):
     encoding: str = "utf-8"
     header: bool = True
     column_names: list[str] = Field(default_factory=list)  # when header is false
+    max_download_mb: int = Field(2048, ge=1)  # a URL source larger than this is refused
 
 
 class ColumnsConfig(Strict):
@@ -122,6 +123,17 @@ class TokenizeConfig(Strict):
     batch_size: int = Field(2000, ge=1)
 
 
+class TuneConfig(Strict):
+    """The learning-rate search of `train.lr: auto` and `tunesmith tune` (tunesmith/tune.py):
+    short trials on the train/val splits only, pruned on the per-epoch val metric."""
+
+    trials: int = Field(6, ge=1)  # `tunesmith tune --trials N` overrides
+    epochs: float = Field(2.0, gt=0)  # per trial; a trial below the median after an epoch stops
+    # key -> "low:high[:log]" (numbers) or "a,b,c" (choices), e.g. {train.lr: "1e-5:1e-3:log"};
+    # empty: train.lr log-uniform over [default / 10, default * 10] for the method
+    space: dict[str, str] = Field(default_factory=dict)
+
+
 class EvaluateConfig(Strict):
     batch_size: int = Field(64, ge=1)
     n_misclassified: int = Field(25, ge=0)
@@ -136,6 +148,13 @@ class RegisterConfig(Strict):
     margin: float = 0.0  # candidate must beat the champion's primary metric by this much
     primary_metric: str | None = None  # None: the task type's PRIMARY_METRIC
     require_beat_baseline: bool = True
+    # Classification: when the classical baseline (TF-IDF+LR, pixels+histogram LR) beats the
+    # fine-tuned model, register the baseline too and let it through the same gate, so the
+    # best measured model is served (a worse model still never replaces the champion).
+    baseline_can_win: bool = True
+    # A candidate worse than the champion's own recorded test score by more than this share
+    # of it fails (data worse for every model, e.g. shuffled labels; null: off).
+    record_tolerance: float | None = Field(0.1, ge=0)
 
 
 class TrackingConfig(Strict):
@@ -180,6 +199,7 @@ class Config(Strict):
     tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainOptions = Field(default_factory=TrainOptions)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     register_: RegisterConfig = Field(default_factory=RegisterConfig, alias="register")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
@@ -211,6 +231,12 @@ class Config(Strict):
             raise ValueError("labels: names must be unique")
         if self.model.base is None:
             self.model.base = task.DEFAULT_BASE
+        # train.lr / train.epochs null -> the method's defaults (tunesmith/training/options.py),
+        # resolved here so cache keys, dvc.yaml inputs and MLflow params see the real value.
+        resolve_defaults(self.train, task.LR_DEFAULTS)
+        if self.train.class_weights != "none" and not task.LABELLED:
+            raise ValueError(f"train.class_weights: {self.train.class_weights} needs classes; "
+                             f"task {self.task} has none (use none)")
         if self.register_.primary_metric is None:
             self.register_.primary_metric = task.PRIMARY_METRIC
         return self
@@ -310,6 +336,9 @@ def _has_key(tree: dict[str, Any], loc: tuple[Any, ...]) -> bool:
     return True
 
 
+_UNION_TAGS = frozenset({"float", "int", "str", "bool", "none"})
+
+
 def load_config(
     name: str, root: Path | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> Config:
@@ -331,9 +360,11 @@ def load_config(
         cfg = Config.model_validate({**merged, "root": root})
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = tuple(str(p).rstrip("_") for p in err["loc"])
+        # A union type's member names ("float", "literal['auto']") are not keys.
+        loc = tuple(str(p).rstrip("_") for p in err["loc"] if str(p) not in _UNION_TAGS
+                    and not str(p).startswith("literal["))
         origin = (
-            "--set" if _has_key(cli, loc) else
+            "--set" if loc and _has_key(cli, loc) else
             str(dataset_path) if _has_key(dataset, loc) or not _has_key(params, loc) else
             str(params_path)
         )

@@ -22,7 +22,8 @@ def load_classifier(path: Path, labels: list[str]) -> tuple[Any, Any]:
     if not (path / "config.json").is_file():
         raise EnvironmentProblem(f"{path}: no trained model here; run the train step first")
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, use_safetensors=True, trust_remote_code=False).eval()
     names = [str(model.config.id2label[i]) for i in range(model.config.num_labels)]
     if names != labels:
         raise EnvironmentProblem(

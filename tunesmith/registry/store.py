@@ -22,6 +22,9 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 MODEL_CODE = Path(__file__).with_name("hf_classifier.py")
 IMAGE_CODE = Path(__file__).with_name("hf_image_classifier.py")
+BASELINE_CODE = Path(__file__).with_name("sklearn_classifier.py")
+BASELINE_MODEL = "baseline_model"  # its name in the run, next to the fine-tuned `model`
+BASELINE_DIR = "baseline_model"  # where evaluate saves it, under the eval folder
 
 
 def model_uri(name: str, alias: str) -> str:
@@ -111,7 +114,13 @@ def log_chat_model(cfg: Config, model_dir: Path, template: str) -> Any:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = chat_template_for(template)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True,
+                                                 trust_remote_code=False)
+    # The chat flavour passes a request's fields to generate() but has no do_sample field:
+    # sampling on with top_k 1 is greedy by default, and a request's top_k/temperature
+    # (tunesmith predict --temperature) turn real sampling on.
+    model.generation_config.do_sample, model.generation_config.top_k = True, 1
+    tokenizer.clean_up_tokenization_spaces = False  # BPE: the clean-up would drop spaces
     # The flavour looks up a model card and a licence on the hub (offline: two warnings).
     quiet = logging.getLogger("mlflow.transformers")
     level = quiet.level
@@ -156,6 +165,37 @@ def log_image_classifier(cfg: Config, model_dir: Path, labels: list[str]) -> Any
         # No input example: it would have to be an image file that exists wherever the
         # model is loaded; register's smoke test predicts real test images instead.
         pip_requirements=[*_pins(), f"pillow=={PIL.__version__}"],
+    )
+
+
+def log_baseline_classifier(cfg: Config, baseline_dir: Path, labels: list[str],
+                            input_column: str) -> Any:
+    """Log the classical baseline evaluate saved (an MLflow sklearn model) as a pyfunc that
+    answers like the fine-tuned classifier: `input_column` values in (texts or image
+    paths), label, score, prob_* out (tunesmith/registry/sklearn_classifier.py)."""
+    import pandas as pd
+    import sklearn
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("string", input_column)]),
+        outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]
+                       + [ColSpec("double", f"prob_{label}") for label in labels]),
+    )
+    pins = [f"mlflow=={mlflow.__version__}", f"scikit-learn=={sklearn.__version__}",
+            f"pandas=={pd.__version__}"]
+    if input_column == "image":
+        import PIL
+
+        pins.append(f"pillow=={PIL.__version__}")
+    example = pd.DataFrame({"text": ["an example text to classify"]}) \
+        if input_column == "text" else None
+    return mlflow.pyfunc.log_model(
+        name=BASELINE_MODEL, python_model=str(BASELINE_CODE),
+        artifacts={"baseline": str(baseline_dir)},
+        model_config={"labels": list(labels), "input": input_column},
+        signature=signature, input_example=example, pip_requirements=pins,
     )
 
 

@@ -42,8 +42,21 @@ READS: dict[str, tuple[str, ...]] = {
     "register": ("train.prompt_template",),
 }
 INPUTS: dict[str, tuple[str, ...]] = {"validate": ("base_model",), "evaluate": ("base_model",)}
+# train.lr for a ~135M decoder (SmolLM2): LoRA at 1e-3 (datasets/assistant.yaml, and the usual
+# order for small causal LMs), full fine-tuning at 3e-5 (bench/llm_sst2.py).
+LR_DEFAULTS: dict[str, dict[str, float]] = {"adamw": {"full": 3e-5, "lora": 1e-3,
+                                                      "qlora": 1e-3}}
 N_SAMPLES = 8  # generated answers shown in the eval report
 SAMPLES = "samples.table.jsonl"  # *.table.jsonl in eval/ become MLflow tables
+
+
+def check_base(config: dict) -> str | None:
+    """None if `config` (a base's config.json) is a causal language model."""
+    archs = config.get("architectures") or []
+    if archs and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+        return (f"is a {archs[0]} ({config.get('model_type')}), not a causal language model; "
+                "use one such as SmolLM2-135M-Instruct")
+    return None
 
 
 # ---------------------------------------------------------------------- ingest, clean
@@ -417,6 +430,10 @@ def score_baseline(cfg: Config, out: Path) -> dict | None:
     return _score(cfg, model, tokenizer, out, "base")
 
 
+def score_majority(cfg: Config) -> dict | None:
+    return None  # no classes: nothing to collapse onto
+
+
 def score_champion(cfg: Config) -> dict | None:
     """The registered champion on this test split (None: not comparable)."""
     import sys
@@ -443,6 +460,10 @@ def log_model(cfg: Config, model_dir: Path) -> Any:
     return store.log_chat_model(cfg, model_dir, cfg.train.prompt_template)
 
 
+def log_baseline(cfg: Config, eval_dir: Path) -> Any | None:
+    return None  # the untuned base is measured, not served as "the baseline model"
+
+
 def sample_inputs(cfg: Config) -> pd.DataFrame:
     import pandas as pd
 
@@ -459,7 +480,8 @@ def predict_inputs(cfg: Config, values: list[str], table: Path | None) -> pd.Dat
 
 
 def serve(model: Any, inputs: pd.DataFrame, options: dict[str, Any]) -> pd.DataFrame:
-    """One chat request per prompt (greedy unless a temperature is given); `response`."""
+    """One chat request per prompt (greedy unless a temperature is given: the logged model
+    samples with top_k 1 by default, see store.log_chat_model); `response`."""
     import pandas as pd
 
     answers = []
@@ -467,7 +489,7 @@ def serve(model: Any, inputs: pd.DataFrame, options: dict[str, Any]) -> pd.DataF
         request: dict[str, Any] = {"messages": [{"role": "user", "content": str(prompt)}],
                                    "max_tokens": int(options.get("max_new_tokens") or 64)}
         if options.get("temperature"):
-            request["temperature"] = float(options["temperature"])
+            request.update(temperature=float(options["temperature"]), top_k=50)
         reply = model.predict(request)
         answers.append(reply[0]["choices"][0]["message"]["content"].strip())
     return pd.DataFrame({"response": answers})

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tunesmith.training.families import VISION
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -32,6 +34,16 @@ PRIMARY_METRIC = "f1_macro"  # register.primary_metric when unset
 DEFAULT_BASE = "all-MiniLM-L6-v2"  # model.base when unset (tunesmith.models)
 READS: dict[str, tuple[str, ...]] = {}
 INPUTS: dict[str, tuple[str, ...]] = {}
+# The common train.lr table (tunesmith/training/options.py) was measured on this task.
+LR_DEFAULTS: dict[str, dict[str, float]] = {}
+
+
+def check_base(config: dict) -> str | None:
+    """None if `config` (a base's config.json) can be a text classifier's body."""
+    if "num_channels" in config or config.get("model_type") in VISION:
+        return (f"is an image model ({config.get('model_type')}), not a text model; use a text "
+                "encoder such as all-MiniLM-L6-v2")
+    return None
 
 
 # ---------------------------------------------------------------------- ingest, clean
@@ -218,7 +230,8 @@ def score_candidate(cfg: Config, out: Path) -> dict:
 
 
 def score_baseline(cfg: Config, out: Path) -> dict | None:
-    """TF-IDF + logistic regression fit on the train split, scored on the test split."""
+    """TF-IDF + logistic regression fit on the train split, scored on the test split; the
+    fitted pipeline is saved under `out` (register may serve it: `log_baseline`)."""
     from tunesmith import classification as C
     from tunesmith.baseline import baseline_proba, fit_baseline
     from tunesmith.errors import DataError
@@ -230,8 +243,16 @@ def score_baseline(cfg: Config, out: Path) -> dict | None:
         raise DataError(f"{cfg.dirs.clean / 'train.parquet'}: needs at least two classes")
     model = fit_baseline(train["text"].astype(str).tolist(), y_train, seed=cfg.train.seed)
     proba = baseline_proba(model, test["text"].astype(str).tolist(), len(cfg.labels))
+    C.save_baseline(model, out)
     return C.scored(C.label_ids(cfg.labels, test, cfg.dirs.clean / "test.parquet"), proba,
                     cfg.labels)
+
+
+def score_majority(cfg: Config) -> dict | None:
+    """Always the train split's most frequent class, scored on test (the collapse floor)."""
+    from tunesmith import classification as C
+
+    return C.majority_baseline(cfg.dirs.clean, cfg.labels)
 
 
 def score_champion(cfg: Config) -> dict | None:
@@ -253,6 +274,14 @@ def log_model(cfg: Config, model_dir: Path) -> Any:
     from tunesmith.registry import store
 
     return store.log_classifier(cfg, model_dir, cfg.labels)
+
+
+def log_baseline(cfg: Config, eval_dir: Path) -> Any | None:
+    """The TF-IDF+LR pipeline evaluate fitted and measured, served like the fine-tuned model."""
+    from tunesmith.registry import store
+
+    path = eval_dir / store.BASELINE_DIR
+    return store.log_baseline_classifier(cfg, path, cfg.labels, "text") if path.is_dir() else None
 
 
 def sample_inputs(cfg: Config) -> pd.DataFrame:

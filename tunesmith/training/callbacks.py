@@ -15,6 +15,11 @@ class QuietProgress(ProgressCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         return None
 
+    # No second bar for each validation pass: nested bars tear across log lines, and the
+    # EpochLog line reports the pass.
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        return None
+
 
 class EpochLog(TrainerCallback):
     """Prints `epoch 2/3 step 40: loss 0.41 | val accuracy 0.86 | 812 samples/s` per eval."""

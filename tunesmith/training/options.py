@@ -15,8 +15,77 @@ Method = Literal["full", "freeze", "head_only", "lora", "qlora", "scratch", "sta
 Optimizer = Literal["adamw", "sgd"]
 Scheduler = Literal["linear", "cosine", "constant", "plateau"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+ClassWeights = Literal["none", "balanced"]
 
 _STRICT = {"extra": "forbid"}
+
+# ------------------------------------------------------------- defaults per method
+# `train.lr: null` (params.yaml) means the method's rate below, `train.epochs: null` its
+# epochs; a value the user sets (params.yaml, datasets/NAME.yaml, --set) always wins.
+# Config loading resolves them (tunesmith.config), so step cache keys, dvc.yaml's inputs
+# files and the MLflow params all see the number actually used. A task type may override
+# a rate in its LR_DEFAULTS (a dict keyed like these, per optimizer).
+# docs/training.md lists them; docs/method-comparison.md has the measurements.
+LR_DEFAULTS: dict[str, dict[str, float]] = {
+    "adamw": {
+        # Full fine-tuning of a pretrained encoder: BERT's recommended 2e-5..5e-5 (Devlin et
+        # al. 2019, appendix A.3), the top of that range for the small MiniLM; it is also
+        # transformers' TrainingArguments default.
+        "full": 5e-5,
+        # Top 2 blocks + head: fewer weights move, so a rate between full and head-only
+        # (2e-4 reached 0.844 dev accuracy on SST-2 8k, docs/method-comparison.md).
+        "freeze": 2e-4,
+        # Linear probe on frozen features: only the new head (and BERT's pooler) learns, from
+        # random init, with no pretrained weights to disturb: ~100x full's rate, "head-only
+        # higher still". 2e-3 left the SST-2 8k probe improving at its last epoch
+        # (docs/method-comparison.md); 5e-3 is stable on a linear head.
+        "head_only": 5e-3,
+        # LoRA adapters start at zero and are low-rank: rates an order of magnitude above full
+        # fine-tuning (Hu et al. 2021, Table 9: 4e-4..5e-4 for RoBERTa-base on GLUE). The
+        # full-FT rate (5e-5) left LoRA predicting the majority class on SMS spam (13%).
+        "lora": 5e-4,
+        # QLoRA: the LoRA rate (Dettmers et al. 2023 use 2e-4 for 7B+ models; small models
+        # take LoRA's higher rate).
+        "qlora": 5e-4,
+        # From random init there is no pretrained solution to stay near: higher (BERT
+        # pretraining used 1e-4, Devlin et al. 2019) and longer (EPOCH_DEFAULTS).
+        "scratch": 1e-4,
+        # Staged: the head alone at this rate first, then the body at lr_scale x (0.5, 0.1 by
+        # default): 1e-4 keeps the all-layer stage near full fine-tuning's rate.
+        "staged": 1e-4,
+    },
+    # SGD with momentum (the image recipe): rates ~10-20x AdamW's. 1e-3 for the pretrained
+    # body is the PyTorch transfer-learning tutorial's and the hot-dog recipe's
+    # (docs/image-classification.md); a fresh head or adapter alone takes 10x that; from
+    # scratch 0.1 at batch 256 (He et al. 2016), linearly scaled to batch 16-32: ~1e-2.
+    "sgd": {"full": 1e-3, "freeze": 1e-3, "head_only": 1e-2, "lora": 1e-2, "qlora": 1e-2,
+            "scratch": 1e-2, "staged": 1e-3},
+}
+DEFAULT_EPOCHS = 3.0
+# Random init needs many more passes than adapting pretrained weights (early stopping on
+# the val metric still ends it when it stops improving).
+EPOCH_DEFAULTS: dict[str, float] = {"scratch": 10.0}
+
+
+def default_lr(method: str, optimizer: str,
+               overrides: dict[str, dict[str, float]] | None = None) -> float:
+    """The rate `train.lr: null` means for `method` with `optimizer` (a task's overrides first)."""
+    return {**LR_DEFAULTS[optimizer], **(overrides or {}).get(optimizer, {})}[method]
+
+
+def default_epochs(method: str) -> float:
+    return EPOCH_DEFAULTS.get(method, DEFAULT_EPOCHS)
+
+
+def resolve_defaults(opts: TrainOptions,
+                     lr_overrides: dict[str, dict[str, float]] | None = None) -> TrainOptions:
+    """`opts` with `lr: None` and `epochs: None` replaced by the method's defaults (in place,
+    and returned). `lr: "auto"` is left for the tuner (tunesmith.tune) to choose."""
+    if opts.lr is None:
+        opts.lr = default_lr(opts.method, opts.optimizer, lr_overrides)
+    if opts.epochs is None:
+        opts.epochs = default_epochs(opts.method)
+    return opts
 
 
 @dataclass
@@ -54,9 +123,11 @@ class TrainOptions:
     __pydantic_config__ = _STRICT
 
     method: Method = "full"
-    epochs: float = 3.0
+    epochs: float | None = None  # None: the method's (default_epochs)
     max_steps: int = -1
-    lr: float = 5e-5
+    # None: the method's rate (LR_DEFAULTS); "auto": chosen on the val split before training
+    # (tunesmith.tune, a short Optuna search over the `tune` section's space)
+    lr: float | Literal["auto"] | None = None
     batch_size: int = 32
     eval_batch_size: int = 64
     grad_accum: int = 1
@@ -76,7 +147,12 @@ class TrainOptions:
     stages: list[Stage] = field(default_factory=list)
     eval_every_steps: int = 0  # 0 = evaluate (and checkpoint) once per epoch
     log_every_steps: int = 1  # rows of curve.csv; 1 = every optimizer step
-    metric_for_best: str = "accuracy"
+    # Macro F1, not accuracy: on imbalanced data a model calling everything the majority
+    # class has high accuracy and the worst F1 (the gate's primary metric is macro F1 too).
+    metric_for_best: str = "f1_macro"
+    # balanced: cross-entropy weighted by inverse class frequency in the train split
+    # (n / (k * n_c), scikit-learn's "balanced"); classification only.
+    class_weights: ClassWeights = "none"
     early_stopping_patience: int = 2
     seed: int = 42
     precision: Precision = "auto"
@@ -90,6 +166,10 @@ class TrainOptions:
     # image-classification: random resized crop (area share >= augment_min_scale) + h-flip
     augment: bool = True
     augment_min_scale: float = 0.5
+    # BatchNorm layers keep the checkpoint's running statistics and affine weights even
+    # where the rest trains (Keras' advice for fine-tuning EfficientNet on small data);
+    # no effect under scratch, whose random body needs its BatchNorms to train.
+    freeze_batchnorm: bool = False
     # causal-lm only
     prompt_template: str = "### Instruction:\n{prompt}\n\n### Response:\n"
     packing: bool = True

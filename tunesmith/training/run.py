@@ -33,11 +33,12 @@ from transformers import (
 from transformers.trainer_callback import ProgressCallback
 
 from tunesmith import tasktypes
+from tunesmith.errors import ConfigError
 from tunesmith.training.callbacks import EpochLog, QuietProgress
 from tunesmith.training.data import LengthGroupedSampler, LongestFirstSampler
 from tunesmith.training.layers import count_params
 from tunesmith.training.methods import apply_method, check_environment
-from tunesmith.training.options import TrainOptions
+from tunesmith.training.options import TrainOptions, resolve_defaults
 from tunesmith.training.param_groups import make_optimizer, param_groups
 from tunesmith.training.staged import StagedUnfreezing, resolve_stages
 from tunesmith.training.warm_start import copy_head_rows, model_dir
@@ -66,6 +67,9 @@ class TrainSummary:
 
     method: str
     task: str
+    lr: float
+    epochs: float
+    class_weights: list[float] | None
     trainable_params: int
     total_params: int
     trainable_share: float
@@ -153,16 +157,40 @@ def peak_memory() -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_rss"
 
 
+def balanced_class_weights(labels: list[int], n_classes: int) -> list[float]:
+    """Inverse class frequency, n / (k * n_c) (scikit-learn's "balanced"): each class then
+    carries the same total weight in the loss. A class absent from `labels` gets 0."""
+    counts = torch.bincount(torch.tensor(labels, dtype=torch.long), minlength=n_classes)
+    n, k = int(counts.sum()), int((counts > 0).sum())
+    return [n / (k * int(c)) if c else 0.0 for c in counts]
+
+
 class TunesmithTrainer(Trainer):
-    """Trainer with our parameter groups and a resume-safe length-grouped sampler."""
+    """Trainer with our parameter groups, a resume-safe length-grouped sampler and, for
+    `class_weights: balanced`, a class-weighted cross-entropy."""
 
     def __init__(
-        self, *args, options: TrainOptions, include_frozen: bool, lengths: list[int], **kw
+        self, *args, options: TrainOptions, include_frozen: bool, lengths: list[int],
+        class_weight: list[float] | None = None, **kw
     ):
         super().__init__(*args, **kw)
         self.options = options
         self.include_frozen = include_frozen
         self.lengths = lengths
+        self.class_weight = None if class_weight is None else torch.tensor(class_weight)
+        if self.class_weight is not None:
+            self.loss_is_scaled_for_ga = False  # a per-batch mean: the Trainer divides by GA
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.class_weight is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels = inputs["labels"]
+        outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        loss = torch.nn.functional.cross_entropy(
+            logits.float().view(-1, logits.shape[-1]), labels.view(-1),
+            weight=self.class_weight.to(logits.device))
+        return (loss, outputs) if return_outputs else loss
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
@@ -244,12 +272,19 @@ def training_args(req: TrainRequest, ckpt: Path, metric: str, greater: bool,
 
 def train_model(req: TrainRequest) -> TrainSummary:
     """Train `req.base_model` with `req.options` on the tokenized splits; write the outputs."""
+    task = tasktypes.get(req.task)
+    # lr/epochs None: the method's defaults (as config loading resolves them), for callers
+    # that build TrainOptions themselves; "auto" must have been chosen by now (tunesmith.tune).
+    req = dataclasses.replace(
+        req, options=resolve_defaults(dataclasses.replace(req.options), task.LR_DEFAULTS))
     opts = req.options
+    if not isinstance(opts.lr, int | float):
+        raise ConfigError(f"train.lr: {opts.lr!r} reached training; `auto` is resolved by the "
+                          "train step (tunesmith.tune) before it")
     check_environment(opts)  # e.g. QLoRA on CPU: stop before loading anything
     started = time.perf_counter()
     set_seed(opts.seed)
 
-    task = tasktypes.get(req.task)
     train_ds, val_ds, processor = task.training_data(req.tokenized_dir, req.base_model, opts)
     source = str(model_dir(opts.warm_start)) if opts.warm_start else req.base_model
     labels = list(req.labels) if task.LABELLED else None
@@ -261,6 +296,9 @@ def train_model(req: TrainRequest) -> TrainSummary:
         model.config.pad_token_id = pad_id
     model = apply_method(model, opts, task.LABELLED, task.PEFT_TASK)
     trainable, total = count_params(model)
+    class_weight = None
+    if opts.class_weights == "balanced" and task.LABELLED:
+        class_weight = balanced_class_weights(train_ds.labels, len(req.labels))
 
     metric, greater = task.best_metric(opts)
     fp = fingerprint(req)
@@ -269,8 +307,9 @@ def train_model(req: TrainRequest) -> TrainSummary:
     args = training_args(req, ckpt, metric, greater, loss_only=compute_metrics is None)
     if args.process_index == 0:
         print(
-            f"train: method={opts.method} trainable {trainable:,} / {total:,} params "
-            f"({100 * trainable / total:.2f}%), {len(train_ds)} train / {len(val_ds)} val rows",
+            f"train: method={opts.method} lr={opts.lr:g} trainable {trainable:,} / {total:,} "
+            f"params ({100 * trainable / total:.2f}%), {len(train_ds)} train / {len(val_ds)} "
+            "val rows",
             file=sys.stderr,
             flush=True,
         )
@@ -297,6 +336,7 @@ def train_model(req: TrainRequest) -> TrainSummary:
         options=opts,
         include_frozen=opts.method == "staged",
         lengths=train_ds.lengths,
+        class_weight=class_weight,
     )
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(QuietProgress)
@@ -319,6 +359,9 @@ def train_model(req: TrainRequest) -> TrainSummary:
     summary = TrainSummary(
         method=opts.method,
         task=req.task,
+        lr=float(opts.lr),
+        epochs=float(args.num_train_epochs),
+        class_weights=class_weight,
         trainable_params=trainable,
         total_params=total,
         trainable_share=trainable / total,
