@@ -1,15 +1,17 @@
 """SST-2 as instructions on SmolLM2-135M-Instruct: zero-shot base vs LoRA vs full, on dev.tsv.
 
-    python bench/llm_sst2.py [--train-rows 2000] [--methods lora,full] [--epochs 1] [--quick]
+    python bench/llm_sst2.py [--train-rows 2000] [--methods lora,full] [--epochs 1]
+                             [--no-zero-shot] [--quick]
 
-A temporary project with one causal-LM dataset: a seeded sample of SST-2 train.tsv, each
-row a one-turn chat ("Review: <sentence>\\nIs this review positive or negative?" -> the
-label word), on the default base (SmolLM2-135M-Instruct) with the project's defaults but
-for the method and `--set` overrides. The data steps and each training run are `tunesmith
-step` subprocesses (peak RSS is the training process's); then the fine-tuned model and the
-untuned base are scored on all 872 rows of dev.tsv, which no step saw: generated-answer
-accuracy (greedy, exact match after lower-casing and stripping punctuation), response-only
-loss and perplexity. Prints one JSON line per model and a markdown table.
+A temporary project with one causal-LM dataset: a seeded sample of SST-2 train.tsv, each row
+a one-turn chat ("Review: <sentence>\\nIs this review positive or negative?" -> the label
+word), on the default base (SmolLM2-135M-Instruct) with the project's defaults (the method's
+learning rate included) but for the method, epochs and `--set` overrides. The data steps and
+each training run are `tunesmith step` subprocesses (peak RSS is the training process's);
+then the fine-tuned model and the untuned base are scored on all 872 rows of dev.tsv, which
+no step saw: generated-answer accuracy (greedy, exact match after lower-casing and stripping
+punctuation), response-only loss and perplexity. Prints one JSON line per model and a
+markdown table.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2"))
 QUESTION = "Review: {text}\nIs this review positive or negative?"
-LR = {"lora": "1.0e-3", "full": "3.0e-5"}  # the usual orders of magnitude for a 135M model
 
 
 def chat(text: str, label: int) -> dict:
@@ -97,6 +98,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--set", dest="sets", action="append", default=[],
                         help="extra overrides for every training run")
+    parser.add_argument("--no-zero-shot", dest="zero_shot", action="store_false",
+                        help="skip scoring the untuned base (it does not depend on the "
+                        "train subset: ~10 min of the run on 2 CPU cores)")
     parser.add_argument("--quick", action="store_true",
                         help="40 rows, 20 dev rows, 3 steps: a smoke run")
     args = parser.parse_args()
@@ -116,12 +120,12 @@ def main() -> None:
         for name in ("ingest", "clean", "validate", "tokenize"):
             step(root, name, [])
         template = load_config("sst", root).train.prompt_template
-        zero = {"model": "zero-shot base", **score(base, convs, refs, template)}
-        print(json.dumps(zero), flush=True)
-        results.append(zero)
+        if args.zero_shot:
+            zero = {"model": "zero-shot base", **score(base, convs, refs, template)}
+            print(json.dumps(zero), flush=True)
+            results.append(zero)
         for method in [m for m in args.methods.split(",") if m]:
-            sets = [f"train.method={method}", f"train.lr={LR.get(method, '1.0e-4')}",
-                    f"train.epochs={args.epochs}", *args.sets,
+            sets = [f"train.method={method}", f"train.epochs={args.epochs}", *args.sets,
                     *(["train.max_steps=3"] if args.quick else [])]
             wall = step(root, "train", sets)
             summary = json.loads((root / "models" / "sst" / "train_summary.json").read_text())

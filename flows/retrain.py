@@ -18,10 +18,11 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.context import TaskRunContext
+from prefect.states import Failed
 
 from flows.artifacts import publish_eval, publish_register, publish_validation
 from flows.lock import dataset_lock
-from tunesmith import tracking
+from tunesmith import preflight, tracking
 from tunesmith.config import Config, dataset_names, find_root, load_config
 from tunesmith.errors import TunesmithError, ValidationFailed
 from tunesmith.fingerprint import output_present, step_key
@@ -76,10 +77,15 @@ def make_step_task(step: str, cfg: Config):
 
 
 def _step_body(step: str, cfg: Config) -> Any:
+    """Run the step; a user error (bad data, config, environment) ends the task Failed with
+    its one line as the message, not a traceback (Prefect logs the traceback of a raise)."""
     from tunesmith.runner import run_step
 
     get_run_logger().info("running %s for %s", step, cfg.name)
-    return run_step(cfg, step)
+    try:
+        return run_step(cfg, step)
+    except TunesmithError as exc:
+        return Failed(message=str(exc), data=exc)
 
 
 @flow(name="retrain", log_prints=True, validate_parameters=True)
@@ -87,7 +93,11 @@ def retrain(dataset: str, overrides: list[str] | None = None) -> RetrainSummary:
     """Retrain one dataset end to end; a worse model never replaces the champion."""
     logger = get_run_logger()
     started = time.perf_counter()
-    cfg = load_config(dataset, overrides=overrides or [])  # bad override: fails before any task
+    try:
+        cfg = load_config(dataset, overrides=overrides or [])  # bad override: before any task
+        preflight.check(cfg)  # a missing base model, QLoRA on CPU: before ingest
+    except TunesmithError as exc:
+        return Failed(message=str(exc), data=exc)
     summary = RetrainSummary(dataset=dataset, status="completed")
     with dataset_lock(cfg) as acquired:
         if not acquired:
@@ -108,6 +118,8 @@ def retrain(dataset: str, overrides: list[str] | None = None) -> RetrainSummary:
                 tracking.finish(cfg, "FAILED")
                 if isinstance(exc, ValidationFailed):
                     publish_validation(cfg, failed=True)
+                if isinstance(exc, TunesmithError):  # the flow run fails on its one line
+                    return Failed(message=f"{step}: {exc}", data=exc)
                 raise
             summary.results[step] = result
             _publish(step, cfg, result)
@@ -180,14 +192,29 @@ def import_validation_in_background() -> threading.Thread:
     return thread
 
 
+def verdict_lines(summary: RetrainSummary) -> list[str]:
+    """The register step's verdict block (tunesmith.verdict), or a line saying why none."""
+    register = summary.results.get("register")
+    if register is None:
+        return [] if summary.status.startswith("skipped") else \
+            [f"{summary.dataset}: nothing registered (the run stopped before register)"]
+    shown = list(getattr(register, "verdict", None) or [])
+    if shown and "register" in summary.cached:
+        shown[0] += " [unchanged since the last run: register was reused]"
+    return shown
+
+
 def run_from_cli(dataset: str | None, all_: bool, overrides: list[str]) -> int:
     """`tunesmith run`: run the flow(s), print one line per dataset, return the exit code."""
     if all_:
         summaries = retrain_all(overrides)
     else:
-        load_config(dataset, overrides=overrides)  # a bad name/override: one line, no flow run
+        # A bad name or override, a missing base model, QLoRA on CPU: one line, no flow run.
+        preflight.check(load_config(dataset, overrides=overrides))
         summaries = [retrain(dataset, overrides)]
     for s in summaries:
         print(f"{s.dataset}: {s.status}; ran {', '.join(s.ran) or 'nothing'}; "
               f"reused {', '.join(s.cached) or 'nothing'} ({s.seconds:.1f}s)")
+        for line in verdict_lines(s):
+            print(line)
     return 0 if all(not s.status.startswith("failed") for s in summaries) else 1

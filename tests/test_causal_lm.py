@@ -225,3 +225,29 @@ def test_lora_on_the_real_smollm2_beats_the_untuned_model(tmp_path):
     report = json.loads((cfg.dirs.eval / "metrics.json").read_text())
     print(f"test loss {report['eval_loss']:.3f} vs base {report['baseline']['eval_loss']:.3f}")
     assert report["eval_loss"] < report["baseline"]["eval_loss"]
+
+
+def test_lm_loss_on_supervised_positions_equals_the_full_logits_loss(tiny_llama):
+    """lm_loss runs the LM head on the supervised positions only (3 of ~100 for a label
+    word); the mean must equal the loss over full logits, rows in any order and padding."""
+    import torch
+
+    from tunesmith import lm_eval as E
+    from tunesmith.training.chat import IGNORE, render
+
+    model, tok = E.load_lm(tiny_llama)
+    convs = [[{"role": "user", "content": "word " * n},
+              {"role": "assistant", "content": "positive" if n % 2 else "negative maybe"}]
+             for n in (3, 40, 7, 19, 1)]
+    got = E.lm_loss(model, tok, convs, 128, None, batch_size=2)
+    total = count = 0
+    with torch.inference_mode():
+        for conv in convs:  # one row at a time: no padding at all
+            row = render(conv, tok, 128, None)
+            logits = model(input_ids=torch.tensor([row["input_ids"]])).logits[0, :-1]
+            target = torch.tensor(row["labels"][1:])
+            total += float(torch.nn.functional.cross_entropy(
+                logits, target, ignore_index=IGNORE, reduction="sum"))
+            count += int((target != IGNORE).sum())
+    assert got["n_tokens"] == count
+    assert got["eval_loss"] == pytest.approx(total / count, rel=1e-4)

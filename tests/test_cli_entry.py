@@ -69,6 +69,20 @@ def test_run_starts_and_stops_its_own_prefect_api(project: Path):
         assert sock.connect_ex(("127.0.0.1", port)) != 0
 
 
+def test_run_refuses_what_preflight_knows_before_the_flow(project: Path):
+    """QLoRA on a CPU machine, a missing base model: one line, the right exit code, and no
+    step ran (issue: both used to fail after ingest, clean and validate, under tracebacks)."""
+    for sets, needle, code in ((["train.method=qlora"], "needs a CUDA GPU", 5),
+                               (["model.base=./no/such/model"], "no such directory", 5)):
+        done = _run(["run", "--dataset", "toy", *[x for s in sets for x in ("--set", s)]],
+                    project)
+        assert done.returncode == code, done.stderr[-2000:]
+        lines = done.stderr.strip().splitlines()
+        assert lines[-1].startswith("error: ") and needle in lines[-1]
+        assert "Traceback" not in done.stderr + done.stdout
+        assert not (project / "data" / "raw" / "toy").exists()
+
+
 def test_temporary_api_server_runs_at_idle_priority(project: Path, monkeypatch):
     """It must never preempt training (see prefect_env._idle_priority)."""
     from tunesmith import prefect_env

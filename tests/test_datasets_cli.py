@@ -64,6 +64,27 @@ def test_add_refuses_to_overwrite_and_bad_columns(project: Path, monkeypatch, ca
     assert not (project / "datasets" / "other.yaml").exists()
 
 
+def test_a_failed_add_leaves_nothing_behind(project: Path, monkeypatch, capsys):
+    """A dataset whose check fails is not half added: no YAML, dvc.yaml and prefect.yaml as
+    they were, so the corrected retry works without --force."""
+    from conftest import REPO
+
+    for name in ("dvc.yaml", "prefect.yaml"):
+        (project / name).write_text((REPO / name).read_text())
+    before = {n: (project / n).read_text() for n in ("dvc.yaml", "prefect.yaml")}
+    write_csv(project / "data" / "few.csv", make_rows(12))  # passes clean, fails min_rows 20
+    args = ["dataset", "add", "few", "--source", "data/few.csv", "--text-col", "text",
+            "--label-col", "label"]
+    failed = run_cli(args, project, monkeypatch, capsys)
+    assert failed.code == 4 and "FAILED" in failed.out
+    assert not (project / "datasets" / "few.yaml").exists()
+    assert {n: (project / n).read_text() for n in before} == before
+    write_csv(project / "data" / "few.csv", make_rows(40))
+    assert run_cli(args, project, monkeypatch, capsys).code == 0  # the retry, no --force
+    assert (project / "datasets" / "few.yaml").is_file()
+    assert "few-ingest" in (project / "dvc.yaml").read_text()
+
+
 def test_check_works_on_every_shipped_dataset(tmp_path: Path, monkeypatch, capsys):
     """The repo's own datasets (text and images), checked in a copy of the project."""
     import shutil

@@ -148,3 +148,35 @@ def test_training_curves_become_step_series(project, tiny_bert) -> None:
     history = client.get_metric_history(run_id, "curve/loss")
     assert len(history) >= 3 and [m.step for m in history] == sorted(m.step for m in history)
     assert client.get_run(run_id).data.metrics["train/steps"] == len(history)
+
+
+def test_an_unreachable_store_is_one_line_and_nothing_is_lost(project, monkeypatch, capsys):
+    """A tracking URI to a closed port: one line, exit 5; a read-only SQLite store at
+    register: one line, the trained model stays on disk, nothing is registered."""
+    import socket
+
+    from cli_helpers import run_cli
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    closed = run_cli(["step", "ingest", "-d", "toy", "--set",
+                      f"tracking.uri=http://127.0.0.1:{port}"], project, monkeypatch, capsys)
+    assert closed.code == 5 and "Traceback" not in closed.err
+    (line,) = [x for x in closed.err.splitlines() if x.startswith("error: ")]
+    assert f"127.0.0.1:{port} is unreachable or read-only" in line
+
+    cfg = load_config("toy", project, ["train.epochs=1"])
+    for step in ("ingest", "clean", "validate", "tokenize", "train", "evaluate"):
+        run_step(cfg, step)
+    # The same store opened read-only (SQLite's mode=ro: file modes do not stop root).
+    monkeypatch.setenv("MLFLOW_TRACKING_URI",
+                       f"sqlite:///file:{project / 'mlflow.db'}?mode=ro&uri=true")
+    result = run_cli(["step", "register", "-d", "toy", "--set", "train.epochs=1"], project,
+                     monkeypatch, capsys)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert result.code == 5 and "unreachable or read-only" in result.err
+    assert (cfg.dirs.model / "model" / "model.safetensors").is_file()
+    client = tracking.configure(cfg)
+    assert client.search_model_versions("name='toy'") == []

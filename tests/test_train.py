@@ -332,3 +332,80 @@ def test_same_seed_same_weights_on_cpu(tiny_bert, tokenized, tmp_path):
         train_model(request(tiny_bert, tokenized, tmp_path / name, max_steps=3))
     wa, wb = (weights(tmp_path / n / "model_out" / "model") for n in "ab")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_balanced_class_weights_are_inverse_class_frequency():
+    from tunesmith.training.run import balanced_class_weights
+
+    assert balanced_class_weights([0, 0, 0, 1], 2) == [4 / 6, 4 / 2]
+    assert balanced_class_weights([0, 0, 2], 3) == [3 / 4, 0.0, 3 / 2]  # absent class: 0
+
+
+def test_balanced_class_weights_weight_the_loss_the_trainer_optimises(tiny_bert, tmp_path):
+    from transformers import AutoModelForSequenceClassification, TrainingArguments
+
+    from tunesmith.training.run import TunesmithTrainer
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2).eval()
+    torch.nn.init.normal_(model.classifier.weight, std=2.0)  # logits that differ per row
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    batch = {"input_ids": torch.tensor([[2, 10, 11, 3], [2, 12, 13, 3], [2, 14, 15, 3]]),
+             "attention_mask": torch.ones(3, 4, dtype=torch.long),
+             "labels": torch.tensor([0, 1, 1])}
+    losses = {}
+    for name, weight in (("none", None), ("balanced", [1.0, 3.0])):
+        trainer = TunesmithTrainer(model=model, args=args, options=TrainOptions(),
+                                   include_frozen=False, lengths=[4], class_weight=weight)
+        with torch.no_grad():
+            losses[name] = float(trainer.compute_loss(model, dict(batch)))
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    weighted = torch.nn.functional.cross_entropy(logits, batch["labels"],
+                                                 weight=torch.tensor([1.0, 3.0]))
+    plain = torch.nn.functional.cross_entropy(logits, batch["labels"])
+    assert losses["balanced"] == pytest.approx(float(weighted), rel=1e-5)
+    assert losses["none"] == pytest.approx(float(plain), rel=1e-5)
+    assert abs(losses["balanced"] - losses["none"]) > 1e-3
+
+
+def test_unset_lr_is_the_methods_default_and_the_summary_says_what_was_used(
+        tiny_bert, tokenized, tmp_path):
+    from tunesmith.training.options import LR_DEFAULTS
+
+    summary = train_model(request(tiny_bert, tokenized, tmp_path, method="lora", lr=None,
+                                  epochs=None, max_steps=2, class_weights="balanced"))
+    assert summary.lr == LR_DEFAULTS["adamw"]["lora"] and summary.epochs == 3
+    labels = TokenizedDataset.load(tokenized / "train").labels
+    n, k = len(labels), 2
+    assert summary.class_weights == [n / (k * labels.count(c)) for c in (0, 1)]
+    saved = json.loads((tmp_path / "model_out" / "train_summary.json").read_text())
+    assert saved["lr"] == summary.lr and saved["class_weights"] == summary.class_weights
+
+
+def test_a_new_head_is_one_line_not_transformers_load_report(tmp_path, caplog, capsys):
+    """Loading a body-only checkpoint for classification logs "new head: classifier, 2
+    labels" instead of transformers' dozen-line LOAD REPORT table (issue: noisy console)."""
+    import logging
+
+    from transformers import AutoModelForSequenceClassification, BertConfig, BertModel
+
+    from tunesmith.training.methods import load_note, load_pretrained
+    from tunesmith.training.options import TrainOptions
+
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=32)
+    BertModel(config, add_pooling_layer=False).save_pretrained(tmp_path / "body")
+    with caplog.at_level(logging.INFO):
+        load_pretrained(AutoModelForSequenceClassification, str(tmp_path / "body"),
+                        TrainOptions(method="full"), labels=["a", "b"])
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["new head: bert.pooler, classifier, 2 labels"], said  # BERT's pooler
+    assert "LOAD REPORT" not in capsys.readouterr().err
+    # A body weight missing from the checkpoint is a real problem: a warning that names it.
+    caplog.clear()
+    note = load_note({"missing_keys": {"bert.encoder.layer.0.output.dense.weight"},
+                      "mismatched_keys": [("classifier.weight", (3, 16), (2, 16))]}, ["a", "b"])
+    assert note == "new head: classifier, 2 labels"
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    assert "bert.encoder.layer.0.output.dense.weight" in caplog.records[0].getMessage()

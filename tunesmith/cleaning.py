@@ -97,6 +97,11 @@ def map_labels(raw: pd.Series, labels: list[str], label_map: dict[str, str], sou
         lambda v: None if v is None or str(v).strip() == "" else str(v).strip()
     )
     if label_map:
+        present = set(out.dropna().unique())
+        if not present & set(label_map):
+            raise DataError(
+                f"{source}: label_map keys {sorted(label_map)[:5]} match no label in the data "
+                f"(values {sorted(present)[:5]}); fix label_map in datasets/{name}.yaml")
         out = out.map(lambda v: label_map.get(v, v) if v is not None else None)
     unknown = out.notna() & ~out.isin(labels)
     if unknown.any():

@@ -30,9 +30,16 @@ def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads unless a hub id is named
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # transformers' "Loading weights" / "Writing model shards" bars on every load and save
+    # (a dozen per run, torn across Prefect's log lines); training keeps its one bar.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     # Every step opens the pipeline's MLflow run; its INFO lines (system-metrics thread
     # start/stop, DB setup: 4+ per step) would bury the one-line error contract.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # An unreachable tracking server fails in ~10 s, not after MLflow's default 7 retries
+    # with exponential backoff (~2 minutes) and 120 s timeouts.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     try:
         # With standalone_mode off, click returns typer.Exit's code instead of exiting.
         code = app(standalone_mode=False)
@@ -109,6 +116,8 @@ def step(
     started = time.perf_counter()
     result = run_step(name, dataset, set_)
     typer.echo(f"{name} {dataset}: {_summary(result)} ({time.perf_counter() - started:.1f}s)")
+    for line in getattr(result, "verdict", None) or []:  # register: the gate's verdict
+        typer.echo(line)
 
 
 @app.command()
@@ -132,6 +141,26 @@ def run(
     wait_for_local_api()
     code = run_from_cli(dataset, all_, set_ or [])
     raise typer.Exit(code)
+
+
+@app.command()
+def tune(
+    dataset: DatasetOpt,
+    trials: Annotated[int | None, typer.Option(help="Trials (default: tune.trials)")] = None,
+    space: Annotated[list[str] | None, typer.Option(
+        "--space", help="KEY=LOW:HIGH[:log] or KEY=A,B,C, repeatable (default: train.lr "
+        "log-uniform over [default/10, default*10])")] = None,
+    epochs: Annotated[float | None, typer.Option(
+        help="Epochs per trial (default: tune.epochs)")] = None,
+    write: Annotated[bool, typer.Option(
+        "--write", help="Write the best values into datasets/NAME.yaml")] = False,
+    set_: SetOpt = None,
+) -> None:
+    """Choose training options on the val split (Optuna; the test split is never read):
+    short pruned trials, each an MLflow child run; prints the best as --set flags."""
+    from tunesmith.tune_cli import run_cli
+
+    run_cli(dataset, set_ or [], trials, space or [], epochs, write, echo=typer.echo)
 
 
 @dataset_app.command("list")
@@ -179,15 +208,16 @@ def dataset_add(
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip `dataset check`")] = False,
 ) -> None:
     """Write datasets/NAME.yaml with inferred labels and defaults, then check it."""
-    from tunesmith.datasets import add, check
+    from tunesmith.datasets import add
 
     columns = {"text": text_col, "label": label_col, "prompt": prompt_col,
                "response": response_col, "image": image_col}
-    path = add(name, source=source, task=task, columns=columns, fmt=fmt, delimiter=delimiter,
-               encoding=encoding, label_map=label_map or [], force=force)
-    typer.echo(f"wrote {path}")
-    if not no_check:
-        raise typer.Exit(0 if check(name, [], echo=typer.echo) else 4)
+    path, ok = add(name, source=source, task=task, columns=columns, fmt=fmt,
+                   delimiter=delimiter, encoding=encoding, label_map=label_map or [],
+                   force=force, check_data=not no_check, echo=typer.echo)
+    if ok:
+        typer.echo(f"wrote {path}")
+    raise typer.Exit(0 if ok else 4)
 
 
 @app.command("dvc-yaml")

@@ -19,20 +19,51 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 def add(name: str, *, source: str, task: str, columns: dict[str, str | None], fmt: str | None,
-        delimiter: str | None, encoding: str, label_map: list[str], force: bool) -> Path:
-    """Write datasets/NAME.yaml from the source's columns and labels; regenerate dvc.yaml.
+        delimiter: str | None, encoding: str, label_map: list[str], force: bool,
+        check_data: bool = True, echo: Callable[[str], None] = print) -> tuple[Path, bool]:
+    """Write datasets/NAME.yaml from the source's columns and labels, regenerate dvc.yaml,
+    schedule it in prefect.yaml, then (`check_data`) run `dataset check`. Returns the YAML's
+    path and whether the data passed.
 
     `columns`: role -> source column as given on the command line (None: not given); the
-    task type says which roles it needs and how it finds its labels (`describe`).
+    task type says which roles it needs and how it finds its labels (`describe`). A check
+    that fails, or any error, puts every file back as it was (a corrected retry then works
+    without --force).
     """
-    from tunesmith import tasktypes
-
     root = find_root()
     if not _NAME.match(name):
         raise ConfigError(f"dataset name {name!r}: use lowercase letters, digits, '_' or '-'")
     path = root / DATASETS_DIR / f"{name}.yaml"
     if path.exists() and not force:
         raise ConfigError(f"{path}: already exists (use --force to overwrite)")
+    touched = [path, root / DVC_FILE, root / "prefect.yaml"]
+    before = {p: p.read_bytes() if p.is_file() else None for p in touched}
+    try:
+        _write_dataset(root, path, name, source, task, columns, fmt, delimiter, encoding,
+                       label_map)
+        ok = check(name, [], echo=echo) if check_data else True
+    except BaseException:
+        _restore(before)
+        raise
+    if not ok:
+        _restore(before)
+        echo(f"removed {path} again: fix the data (or the options) and run the same command")
+    return path, ok
+
+
+def _restore(before: dict[Path, bytes | None]) -> None:
+    for p, content in before.items():
+        if content is None:
+            p.unlink(missing_ok=True)
+        else:
+            p.write_bytes(content)
+
+
+def _write_dataset(root: Path, path: Path, name: str, source: str, task: str,
+                   columns: dict[str, str | None], fmt: str | None, delimiter: str | None,
+                   encoding: str, label_map: list[str]) -> None:
+    from tunesmith import tasktypes
+
     if task not in tasktypes.MODULES:
         raise ConfigError(f"--task {task!r}: choose one of {', '.join(tasktypes.MODULES)}")
     if is_url(source):
@@ -48,7 +79,6 @@ def add(name: str, *, source: str, task: str, columns: dict[str, str | None], fm
     if (root / DVC_FILE).is_file():
         write_dvc_yaml(root)  # the new dataset's stages, metrics and plots
     _add_prefect_deployment(root, name, cfg.schedule)
-    return path
 
 
 def parse_label_map(pairs: list[str]) -> dict[str, str]:

@@ -167,7 +167,10 @@ def check_current(cfg: Config) -> None:
 
 def resolve(cfg: Config) -> list[Path]:
     """Write each step's resolved inputs file (what `NAME-inputs` runs); returns the paths."""
+    from tunesmith import preflight
+
     check_current(cfg)
+    preflight.check(cfg)  # dvc repro's first stage: what would fail later fails here
     written = []
     for step in steps.STEPS:
         path = inputs_file(cfg, step)

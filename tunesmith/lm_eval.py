@@ -31,7 +31,9 @@ def load_lm(path: Path | str | None) -> tuple[Any, Any]:
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return AutoModelForCausalLM.from_pretrained(path).eval(), tokenizer
+    model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True,
+                                                 trust_remote_code=False)
+    return model.eval(), tokenizer
 
 
 def lm_loss(model: Any, tokenizer: Any, conversations: list[list[dict]], max_length: int,
@@ -45,6 +47,8 @@ def lm_loss(model: Any, tokenizer: Any, conversations: list[list[dict]], max_len
 
     rows = [render(m, tokenizer, max_length, template) for m in conversations]
     rows = [r for r in rows if r["n_supervised"]]  # as tokenize: nothing to score otherwise
+    rows.sort(key=lambda r: r["length"])  # batches of similar length: less padding
+    body, head = model.base_model, model.get_output_embeddings()
     total, count = 0.0, 0
     pad = tokenizer.pad_token_id
     with torch.inference_mode():
@@ -54,13 +58,15 @@ def lm_loss(model: Any, tokenizer: Any, conversations: list[list[dict]], max_len
             ids = torch.tensor([r["input_ids"] + [pad] * (width - r["length"]) for r in chunk])
             target = torch.tensor([r["labels"] + [IGNORE] * (width - r["length"]) for r in chunk])
             mask = torch.tensor([[1] * r["length"] + [0] * (width - r["length"]) for r in chunk])
-            logits = model(input_ids=ids, attention_mask=mask).logits.float()
-            # Token t predicts token t+1.
-            loss = torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]), target[:, 1:].reshape(-1),
-                ignore_index=IGNORE, reduction="sum")
+            hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
+            # Token t predicts token t+1; only supervised positions need the LM head (a
+            # label word is ~3 of ~100 positions, and SmolLM2's head is 49152 wide).
+            keep = target[:, 1:] != IGNORE
+            logits = head(hidden[:, :-1][keep]).float()
+            loss = torch.nn.functional.cross_entropy(logits, target[:, 1:][keep],
+                                                     reduction="sum")
             total += float(loss)
-            count += int((target[:, 1:] != IGNORE).sum())
+            count += int(keep.sum())
     mean = total / max(count, 1)
     return {"eval_loss": mean, "perplexity": perplexity(mean), "n_tokens": float(count)}
 

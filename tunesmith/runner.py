@@ -8,6 +8,7 @@ from typing import Any
 
 from tunesmith import logged as L
 from tunesmith.config import Config
+from tunesmith.errors import EnvironmentProblem, TunesmithError
 from tunesmith.steps import STEPS, output_dir
 
 
@@ -20,6 +21,36 @@ def run_step(cfg: Config, step: str) -> Any:
     success ends it FINISHED; a failure that carries a record (a failed validation's
     report) logs it first.
     """
+    from tunesmith import preflight
+
+    preflight.check(cfg)  # a missing base model or QLoRA on CPU: before the step, no run
+    try:
+        return _run(cfg, step)
+    except TunesmithError:
+        raise
+    except Exception as exc:
+        if not _store_failure(exc):
+            raise
+        from tunesmith.tracking import tracking_uri
+
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise EnvironmentProblem(
+            f"MLflow store {tracking_uri(cfg)} is unreachable or read-only ({first}); "
+            f"step {step}: its outputs on disk are kept, nothing was registered") from None
+
+
+def _store_failure(exc: BaseException) -> bool:
+    """An error of the MLflow store (a closed port, a read-only SQLite file), not of a step."""
+    from mlflow.exceptions import MlflowException
+
+    if "database is locked" in str(exc):
+        return False  # a concurrent run's SQLite write: transient, the flow retries it
+    names = {type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None}
+    return isinstance(exc, MlflowException) or bool(
+        names & {"ConnectionError", "OperationalError", "MaxRetryError", "ReadTimeout"})
+
+
+def _run(cfg: Config, step: str) -> Any:
     from tunesmith import tracking
 
     func = getattr(importlib.import_module(f"tasks.{step}"), step)

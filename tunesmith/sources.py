@@ -38,13 +38,26 @@ def source_format(src: SourceConfig, path: Path) -> str:
     return EXTENSIONS[suffix]
 
 
-def fetch(url: str, dest: Path) -> Path:
-    """Download `url` to `dest` (the Prefect task around ingest retries this)."""
+def fetch(url: str, dest: Path, max_mb: int = 2048, timeout_s: float = 60) -> Path:
+    """Download `url` (http or https only) to `dest`, at most `max_mb` MB, each read waiting
+    at most `timeout_s` (the Prefect task around ingest retries a failure)."""
+    if not is_url(url):
+        raise DataError(f"source.path {url}: only http:// and https:// URLs are fetched")
     dest.parent.mkdir(parents=True, exist_ok=True)
+    limit, copied = max_mb * 2**20, 0
     try:
-        with urllib.request.urlopen(url, timeout=60) as resp, dest.open("wb") as fh:
-            shutil.copyfileobj(resp, fh)
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp, dest.open("wb") as fh:
+            for block in iter(lambda: resp.read(1 << 20), b""):
+                copied += len(block)
+                if copied > limit:
+                    raise DataError(f"source.path {url}: larger than source.max_download_mb "
+                                    f"({max_mb} MB); raise it or download the file yourself")
+                fh.write(block)
+    except DataError:
+        dest.unlink(missing_ok=True)
+        raise
     except OSError as exc:
+        dest.unlink(missing_ok=True)
         raise DataError(f"source.path {url}: download failed: {exc}") from exc
     return dest
 
@@ -62,8 +75,18 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_table(path: Path, src: SourceConfig) -> pd.DataFrame:
-    """Read `path` with the source's options; every column as str (missing -> None)."""
+def read_table(path: Path, src: SourceConfig, shown: Path | None = None) -> pd.DataFrame:
+    """Read `path` with the source's options; every column as str (missing -> None).
+    Errors name `shown` (the user's file when `path` is ingest's copy of it)."""
+    try:
+        return _read_table(path, src)
+    except DataError as exc:
+        if shown is None:
+            raise
+        raise DataError(str(exc).replace(str(path), str(shown))) from None
+
+
+def _read_table(path: Path, src: SourceConfig) -> pd.DataFrame:
     if not path.exists():
         raise DataError(f"source.path: file not found: {path}")
     fmt = source_format(src, path)
@@ -89,12 +112,7 @@ def read_table(path: Path, src: SourceConfig) -> pd.DataFrame:
 
 def _read(path: Path, fmt: str, src: SourceConfig) -> pd.DataFrame:
     if fmt in ("csv", "tsv"):
-        sep = src.delimiter or ("\t" if fmt == "tsv" else ",")
-        return pd.read_csv(
-            path, sep=sep, encoding=src.encoding, dtype=str, keep_default_na=False,
-            na_values=[""], header=0 if src.header else None,
-            names=src.column_names or None, quoting=3 if fmt == "tsv" else 0,
-        )
+        return _read_delimited(path, fmt, src)
     if fmt in ("json", "jsonl"):
         # json: one array of objects (Alpaca's files); jsonl: one object per line.
         frame = pd.read_json(path, lines=fmt == "jsonl", dtype=False, encoding=src.encoding)
@@ -112,6 +130,55 @@ def _read(path: Path, fmt: str, src: SourceConfig) -> pd.DataFrame:
             loaded = datasets.concatenate_datasets(list(loaded.values()))
         return _as_str(loaded.to_pandas())
     raise DataError(f"{path}: unsupported format {fmt}")
+
+
+def _read_delimited(path: Path, fmt: str, src: SourceConfig) -> pd.DataFrame:
+    """A CSV/TSV; rows with more fields than the header are named (pandas would otherwise
+    take the first column as an index when the first row is long, shifting every column)."""
+    import warnings
+
+    sep = src.delimiter or ("\t" if fmt == "tsv" else ",")
+    quoting = 3 if fmt == "tsv" else 0
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)  # "loss of data"
+            return pd.read_csv(
+                path, sep=sep, encoding=src.encoding, dtype=str, keep_default_na=False,
+                na_values=[""], header=0 if src.header else None, index_col=False,
+                names=src.column_names or None, quoting=quoting)
+    except (pd.errors.ParserError, pd.errors.ParserWarning):
+        ragged = _ragged_lines(path, sep, src, quoting)
+        if not ragged:
+            raise
+        (line, got), width = ragged[0], _header_width(path, sep, src, quoting)
+        more = "" if len(ragged) == 1 else f" ({len(ragged)} rows like it: lines " + ", ".join(
+            str(n) for n, _ in ragged[:5]) + (", ...)" if len(ragged) > 5 else ")")
+        raise DataError(f"{path}: line {line} has {got} fields but the header has {width}"
+                        f"{more}; quote fields that contain {sep!r}, or set source.delimiter"
+                        ) from None
+
+
+def _header_width(path: Path, sep: str, src: SourceConfig, quoting: int) -> int:
+    import csv
+
+    with path.open(encoding=src.encoding, newline="") as fh:
+        first = next(csv.reader(fh, delimiter=sep, quoting=quoting), [])
+    return len(src.column_names) if src.column_names else len(first)
+
+
+def _ragged_lines(path: Path, sep: str, src: SourceConfig, quoting: int) -> list[tuple[int, int]]:
+    """(1-based line, field count) of every record longer than the header (run only after
+    pandas refused the file, so the scan costs nothing on good files)."""
+    import csv
+
+    width = _header_width(path, sep, src, quoting)
+    out = []
+    with path.open(encoding=src.encoding, newline="") as fh:
+        reader = csv.reader(fh, delimiter=sep, quoting=quoting)
+        for record in reader:
+            if len(record) > width:
+                out.append((reader.line_num, len(record)))
+    return out
 
 
 def _as_str(frame: pd.DataFrame) -> pd.DataFrame:
@@ -147,12 +214,15 @@ def ingest_table(cfg: Any, staging: Path, columns: list[str]) -> tuple[pd.DataFr
     """
     src_path = cfg.source.path
     if is_url(src_path):
-        local = fetch(src_path, staging / ("source" + Path(src_path.split("?")[0]).suffix))
+        local = fetch(src_path, staging / ("source" + Path(src_path.split("?")[0]).suffix),
+                      cfg.source.max_download_mb)
     else:
         local = Path(src_path) if Path(src_path).is_absolute() else cfg.root / src_path
-    fmt = source_format(cfg.source, local) if local.exists() else None
-    frame = read_table(local, cfg.source)  # raises DataError naming the file
-    require_columns(frame, columns, local)
+    if not local.exists():
+        raise DataError(f"source.path: file not found: {local}")
+    fmt = source_format(cfg.source, local)
+    # Copy first, then read and hash the copy: a source appended to while ingest runs gives
+    # a manifest whose rows and digest are those of the one snapshot the steps use.
     copy = staging / ("source" + ("" if local.is_dir() else local.suffix))
     if local.parent != staging:
         if local.is_dir():
@@ -160,6 +230,8 @@ def ingest_table(cfg: Any, staging: Path, columns: list[str]) -> tuple[pd.DataFr
         else:
             shutil.copyfile(local, copy)
     stored = copy if copy.exists() else local
+    frame = read_table(stored, cfg.source, shown=local)  # a DataError names the source file
+    require_columns(frame, columns, local)
     manifest = {"source": src_path, "format": fmt, "rows": len(frame),
                 "columns": list(frame.columns), "sha256": file_digest(stored),
                 "bytes": stored.stat().st_size}

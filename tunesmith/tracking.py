@@ -211,8 +211,11 @@ def pipeline_run(cfg: Config, step: str, closes: bool = False) -> Iterator[Pipel
             opened.log(lineage_record(cfg))
         yield opened
     except BaseException:
-        client.set_tag(opened.run_id, f"step.{step}", "failed")
-        _end(cfg, "FAILED")
+        try:
+            client.set_tag(opened.run_id, f"step.{step}", "failed")
+            _end(cfg, "FAILED")
+        except Exception:  # noqa: BLE001 - the store itself failed: report the first error
+            _record(cfg, status="FAILED")
         raise
     client.set_tag(opened.run_id, f"step.{step}", "done")
     _end(cfg, "FINISHED" if closes else "RUNNING")
@@ -293,3 +296,12 @@ def lineage_record(cfg: Config) -> Logged:
 
     hashes = dvc_lock_hashes(cfg)
     return Logged(tags=hashes, artifacts=[("dvc.lock", "data")] if hashes else [])
+
+
+def start_side_run(cfg: Config, name: str, tags: dict[str, str]) -> tuple[MlflowClient, str]:
+    """A run beside the pipeline's, in the dataset's experiment (a `tunesmith tune` search,
+    the parent of its trials); the caller ends it with the returned client."""
+    client = configure(cfg)
+    run = client.create_run(experiment_id(cfg, client), run_name=name,
+                            tags={"dataset": cfg.name, "task": cfg.task, **tags})
+    return client, run.info.run_id

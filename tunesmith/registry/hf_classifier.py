@@ -25,16 +25,18 @@ class HFTextClassifier(PythonModel):
         path = context.artifacts["model"]
         config = context.model_config or {}
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            path, use_safetensors=True, trust_remote_code=False).eval()
         self.max_length = int(config.get("max_length", 128))
         self.batch_size = int(config.get("batch_size", 64))
         id2label = self.model.config.id2label
         self.labels = [str(id2label[i]) for i in range(len(id2label))]
         self.torch = torch
 
-    # No type hints here on purpose: MLflow derives a schema from predict's hints and
-    # rejects bare `Any`; the explicit signature given at log time is the contract.
-    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+    # Hinted with a DataFrame: without hints MLflow warns at every log and load ("Add type
+    # hints to the predict method"); the explicit signature given at log time stays the contract.
+    def predict(self, context, model_input: pd.DataFrame,  # noqa: ANN001
+                params: dict | None = None) -> pd.DataFrame:
         if isinstance(model_input, pd.DataFrame):
             texts = model_input["text" if "text" in model_input else model_input.columns[0]]
         else:

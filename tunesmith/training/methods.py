@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -10,7 +12,14 @@ from torch import nn
 from transformers import AutoConfig
 
 from tunesmith.errors import EnvironmentProblem
-from tunesmith.training.layers import HEAD_NAMES, freeze_bottom, set_trainable
+from tunesmith.training.layers import (
+    HEAD_NAMES,
+    freeze_batchnorm,
+    freeze_bottom,
+    hold_frozen_batchnorm,
+    keep_declared_frozen,
+    set_trainable,
+)
 from tunesmith.training.options import TrainOptions
 
 log = logging.getLogger(__name__)
@@ -30,6 +39,12 @@ LORA_TARGETS: dict[str, list[str]] = {
     "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj"],
     "vit": ["q_proj", "k_proj", "v_proj"],
     "deit": ["q_proj", "k_proj", "v_proj"],
+    # EfficientNet has no attention: its dense maps are the 1x1 convolutions, a Linear per
+    # pixel (expansion, projection of every MBConv block, and the 320->1280 top conv), which
+    # hold 93% of Lite0's body weights. Left out: the depthwise 3x3 convolutions (a kernel
+    # per channel, rank <= 1 per channel already: nothing to factor) and the squeeze-excite
+    # gates (neutral and frozen in Lite0).
+    "efficientnet": ["expand_conv", "project_conv", "top_conv"],
 }
 # Image families without attention: LoRA has nothing to adapt there.
 NO_ATTENTION = frozenset({"resnet", "convnext", "convnextv2", "regnet", "mobilenet_v2"})
@@ -90,13 +105,75 @@ def load_pretrained(cls: Any, base: str, opts: TrainOptions, labels: list[str] |
         )
         kwargs["dtype"] = torch.bfloat16
     # A checkpoint trained with other labels has a differently shaped head: replace it.
-    return cls.from_pretrained(base, ignore_mismatched_sizes=labels is not None, **kwargs)
+    # transformers logs a LOAD REPORT table (a dozen lines, `classifier.weight | MISSING`) as
+    # a warning on every such load; the loading info it is made of becomes one line instead.
+    with quiet_load_report():
+        model, info = cls.from_pretrained(base, ignore_mismatched_sizes=labels is not None,
+                                          output_loading_info=True, **kwargs)
+    if (note := load_note(info, labels)) is not None:
+        log.info(note)
+    return model
+
+
+def _not_a_load_report(record: logging.LogRecord) -> bool:
+    return "LOAD REPORT" not in str(record.msg)
+
+
+@contextlib.contextmanager
+def quiet_load_report() -> Iterator[None]:
+    """Drop the LOAD REPORT record of transformers.modeling_utils' logger for one load
+    (load_note says what it held); its other warnings pass. A filter, not a level: at
+    WARNING or above that logger also runs a tensor-parallel plan check that warns
+    "layers were not sharded" on every CPU load (transformers 5 modeling_utils)."""
+    from transformers.utils import logging as hf_logging
+
+    logger = hf_logging.get_logger("transformers.modeling_utils")
+    logger.addFilter(_not_a_load_report)
+    try:
+        yield
+    finally:
+        logger.removeFilter(_not_a_load_report)
+
+
+def _is_head(key: str) -> bool:
+    return any(part in HEAD_NAMES for part in key.split("."))
+
+
+def _head_module(key: str) -> str:
+    """`bert.pooler.dense.weight` -> `bert.pooler`: the path up to its head-named part."""
+    parts = key.split(".")
+    return ".".join(parts[:next(i for i, p in enumerate(parts) if p in HEAD_NAMES) + 1])
+
+
+def load_note(info: dict[str, Any], labels: list[str] | None) -> str | None:
+    """One line for what the LOAD REPORT said: the new head (freshly initialised because the
+    checkpoint has none, or another label count), and, named, any other weight that did not
+    load (that one is a real problem: a warning). None when everything loaded."""
+    missing = sorted(info.get("missing_keys") or ())
+    mismatched = sorted(k for k, *_ in info.get("mismatched_keys") or ())
+    fresh = sorted({_head_module(k) for k in [*missing, *mismatched] if _is_head(k)})
+    body = [k for k in [*missing, *mismatched] if not _is_head(k)]
+    unused = len(info.get("unexpected_keys") or ())
+    if body:
+        shown = ", ".join(body[:4]) + (f" and {len(body) - 4} more" if len(body) > 4 else "")
+        log.warning("weights not in the checkpoint, initialised at random: %s", shown)
+    if not fresh and not unused:
+        return None
+    parts = []
+    if fresh:
+        parts.append(f"new head: {', '.join(fresh)}"
+                     + (f", {len(labels)} labels" if labels is not None else ""))
+    if unused:
+        parts.append(f"{unused} checkpoint tensors not used by this model")
+    return "; ".join(parts)
 
 
 def apply_method(model: nn.Module, opts: TrainOptions, labelled: bool = True,
                  peft_task: str | None = None) -> nn.Module:
     """Freeze / wrap `model` for `opts.method`; returns the model to train.
 
+    Whatever the method, parameters the config declares frozen stay frozen and a frozen
+    BatchNorm keeps its running statistics (tunesmith.training.layers).
     `labelled`: the model has a classification head (trained fully under LoRA too);
     `peft_task`: peft's TaskType name for the wrapper (None: a plain PeftModel).
     """
@@ -115,6 +192,10 @@ def apply_method(model: nn.Module, opts: TrainOptions, labelled: bool = True,
         model = wrap_lora(model, opts, labelled, peft_task)
     else:  # pragma: no cover - TrainOptions.method is a Literal checked by the config
         raise ValueError(f"unknown method {method}")
+    keep_declared_frozen(model)
+    if opts.freeze_batchnorm and method != "scratch":  # a random body needs its BatchNorms
+        freeze_batchnorm(model)
+    hold_frozen_batchnorm(model)
     if opts.gradient_checkpointing:
         # transformers 5 calls it activation checkpointing; non-reentrant copes with frozen inputs.
         kwargs = {"use_reentrant": False}

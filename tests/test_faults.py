@@ -1,0 +1,103 @@
+"""Faults a scheduled pipeline meets, checked the way a user would check afterwards.
+
+Slow: each runs `tunesmith run` processes (Python + torch start-ups, a Prefect API each).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import make_rows, write_csv, write_dataset_yaml
+
+pytestmark = pytest.mark.slow
+SCRIPT = Path(sys.executable).parent / "tunesmith"
+# 280 rows, a checkpoint every 5 steps: a run long enough to be killed in the middle.
+TRAIN = ("train: {epochs: 4, batch_size: 8, lr: 1.0e-3, eval_every_steps: 5,"
+         " early_stopping_patience: 0, save_total_limit: 3}\n"
+         "evaluate: {latency_examples: 2}\nregister: {require_beat_baseline: false}\n")
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TUNESMITH_ROOT", "MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
+    return {**env, "OMP_NUM_THREADS": "1", "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING": "false"}
+
+
+def _project(root: Path, tiny_bert: Path, names=("toy",)) -> Path:
+    import shutil
+
+    from conftest import REPO
+
+    (root / "datasets").mkdir(parents=True)
+    (root / "data").mkdir()
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    for i, name in enumerate(names):
+        write_csv(root / "data" / f"{name}.csv", make_rows(280, seed=i))
+        write_dataset_yaml(root, name, base=str(tiny_bert), extra=TRAIN)
+    return root
+
+
+def _run(root: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SCRIPT), "run", *args], cwd=root, env=_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _versions(root: Path, name: str) -> list:
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    return MlflowClient(uri, uri).search_model_versions(f"name='{name}'")
+
+
+def test_sigkill_during_training_resumes_and_registers_once(tmp_path, tiny_bert):
+    """SIGKILL the whole `tunesmith run` process tree once a checkpoint exists: the next run
+    reuses the four data steps, resumes training from the checkpoint, and ends with the
+    metrics of an uninterrupted run (same data, same seed; tolerance 0.02 on the test F1:
+    the resumed epoch replays the same batches, summation order may differ) and exactly
+    one registered version."""
+    killed = _project(tmp_path / "killed", tiny_bert)
+    proc = subprocess.Popen([str(SCRIPT), "run", "--dataset", "toy"], cwd=killed, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    ckpts = killed / ".tunesmith" / "toy" / "checkpoints"
+    while time.monotonic() < deadline and not any(ckpts.glob("*/checkpoint-10/trainer_state.json")):
+        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the CLI, its Prefect API server, everything
+    proc.wait()
+    assert not (killed / "models" / "toy" / "model").exists()
+
+    again = _run(killed, "--dataset", "toy")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "reused ingest, clean, validate, tokenize" in again.stdout
+    assert "train: resuming from" in again.stderr
+    assert len(_versions(killed, "toy")) == 1
+
+    clean = _project(tmp_path / "clean", tiny_bert)
+    assert _run(clean, "--dataset", "toy").returncode == 0
+    resumed, whole = (json.loads((p / "reports" / "toy" / "eval" / "metrics.json").read_text())
+                      for p in (killed, clean))
+    assert resumed["f1_macro"] == pytest.approx(whole["f1_macro"], abs=0.02)
+
+
+def test_two_datasets_at_once_on_one_sqlite_store(tmp_path, tiny_bert):
+    """Two `tunesmith run` of different datasets at the same time on the default SQLite
+    store both finish and register; two of the same dataset: one runs, one says it skipped."""
+    root = _project(tmp_path / "proj", tiny_bert, names=("toy", "toy2"))
+    procs = [subprocess.Popen([str(SCRIPT), "run", "--dataset", name], cwd=root, env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name in ("toy", "toy2", "toy")]
+    outs = [p.communicate(timeout=900) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    assert sum("toy: skipped (locked)" in o[0] for o in outs) == 1
+    assert sum("toy: completed" in o[0] for o in outs) == 1
+    assert "toy2: completed" in outs[1][0]
+    assert len(_versions(root, "toy")) == 1 and len(_versions(root, "toy2")) == 1
