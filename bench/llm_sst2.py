@@ -76,6 +76,21 @@ def dev_rows(limit: int | None) -> tuple[list, list[str]]:
     return convs, [c[-1]["content"] for c in convs]
 
 
+def first_label_accuracy(answers: list[str], refs: list[str]) -> float:
+    """The share of answers whose first label word ("positive"/"negative") is the reference:
+    how a user reads a chatty zero-shot answer ("The review is positive"); exact match
+    (the pipeline's metric) counts that as wrong."""
+    import re
+
+    labels = sorted(set(refs))
+    hits = 0
+    for answer, ref in zip(answers, refs, strict=True):
+        found = [(m.start(), label) for label in labels
+                 if (m := re.search(rf"\b{label}\b", answer.lower()))]
+        hits += bool(found) and min(found)[1] == ref
+    return hits / max(len(refs), 1)
+
+
 def score(path: str, convs: list, refs: list[str], template: str) -> dict:
     from tunesmith import lm_eval as E
 
@@ -86,7 +101,9 @@ def score(path: str, convs: list, refs: list[str], template: str) -> dict:
     gen_s = time.perf_counter() - started
     loss = E.lm_loss(model, tok, convs, 128, template, batch_size=32)
     values = sorted({E.normalise(a) for a in answers})
-    return {"accuracy": E.exact_match(answers, refs), "dev_loss": loss["eval_loss"],
+    return {"accuracy": E.exact_match(answers, refs),
+            "first_label_accuracy": first_label_accuracy(answers, refs),
+            "dev_loss": loss["eval_loss"],
             "dev_perplexity": loss["perplexity"], "generate_s": round(gen_s, 1),
             "answers_seen": values[:6]}
 
@@ -142,10 +159,12 @@ def main() -> None:
                    "train_process_s": round(wall, 1), "sets": sets}
             print(json.dumps(row), flush=True)
             results.append(row)
-    print("\n| model | dev accuracy | dev perplexity | trainable params | tokens/s | peak RSS |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("\n| model | dev accuracy (exact) | first label word | dev perplexity | trainable "
+          "params | tokens/s | peak RSS |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
-        print(f"| {r['model']} | {r['accuracy']:.3f} | {r['dev_perplexity']:.3f} | "
+        print(f"| {r['model']} | {r['accuracy']:.3f} | {r['first_label_accuracy']:.3f} | "
+              f"{r['dev_perplexity']:.3f} | "
               f"{r.get('trainable_params', '-')} | {r.get('tokens_per_s_approx', '-')} | "
               f"{r.get('peak_rss_mb', '-')} MB |")
 

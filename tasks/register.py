@@ -17,13 +17,16 @@ every model measured) is the run's MLflow description and the last lines on the 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from tunesmith import faults
 from tunesmith import metrics as M
 from tunesmith.config import Config
 from tunesmith.errors import EnvironmentProblem
+from tunesmith.fingerprint import input_digests
 from tunesmith.logged import Logged, relative
 from tunesmith.registry.gate import (
     Decision,
@@ -193,34 +196,58 @@ def register(cfg: Config) -> RegisterResult:
     # The data version this model came from, on the version itself (see LINEAGE).
     lineage = {k: v for k, v in run_tags.items() if k.startswith(LINEAGE)}
 
-    def register_one(uri: str, dec: Decision, family: str) -> int:
-        store.smoke_test(uri, task.sample_inputs(cfg), task.PREDICTS, task.serve)
-        mv = store.register_version(cfg, uri)
+    # One trained and evaluated model (the markers of register's inputs: train_summary.json
+    # and metrics.json, each unique to its run) has one version per family: a register
+    # killed after creating it is finished by the next one, not duplicated; a re-run with
+    # other gate settings re-applies the gate to the same version.
+    digests = input_digests(cfg, "register")
+    job = hashlib.sha256(json.dumps(digests).encode()).hexdigest()[:32] if digests else ""
+    done = store.versions_of_job(cfg, job)
+
+    def register_one(log: Any, dec: Decision, family: str) -> int | None:
+        """The version of `family` for this job: made (log, smoke-test, create with its
+        tags) or, left by a killed register, re-tagged; None if `log` has nothing to log."""
         verdict = "promote" if dec.promote else "keep champion"
-        for key, value in {"gate.decision": verdict, "gate.reasons": "\n".join(dec.reasons),
-                           "run_id": run_id, "model.family": family, **lineage}.items():
-            client.set_model_version_tag(cfg.name, mv.version, key, value[:5000])
+        tags = {"gate.decision": verdict, "gate.reasons": "\n".join(dec.reasons)[:5000],
+                "model.family": family, "register.job": job}
+        if (mv := done.get(family)) is None:
+            if (info := log()) is None:
+                return None
+            uris[family] = info.model_uri
+            faults.point("register.logged")
+            store.smoke_test(info.model_uri, task.sample_inputs(cfg), task.PREDICTS,
+                             task.serve)
+            # Created with its tags in one call: no version without them, even if killed.
+            mv = store.register_version(cfg, info.model_uri, {
+                **tags, "run_id": run_id, **{k: v[:5000] for k, v in lineage.items()}})
+            faults.point("register.created")
+        else:  # finishing the job a killed register left: same model, gate re-applied
+            uris[family] = mv.source
+            for key, value in tags.items():
+                client.set_model_version_tag(cfg.name, mv.version, key, value)
         card = modelcard.render(cfg, task, mv.version, run_id, report, dec, train_summary,
                                 run_tags, family=family)
         client.update_model_version(cfg.name, mv.version, description=card)
+        faults.point("register.described")
         cards.append((f"model_card_v{mv.version}.md" if family == "baseline" else
                       "model_card.md", card))
         return int(mv.version)
 
     cards: list[tuple[str, str]] = []
-    info = task.log_model(cfg, model_dir)
-    version = register_one(info.model_uri, decision, "fine-tuned")
+    uris: dict[str, str] = {}
+    version = register_one(lambda: task.log_model(cfg, model_dir), decision, "fine-tuned")
+    assert version is not None  # log_model always logs
     base_version = None
     if base_decision is not None:
-        base_info = task.log_baseline(cfg, cfg.dirs.eval)
-        if base_info is None:
+        base_version = register_one(lambda: task.log_baseline(cfg, cfg.dirs.eval),
+                                    base_decision, "baseline")
+        if base_version is None:
             base_decision = None  # this task's baseline is not servable
-        else:
-            base_version = register_one(base_info.model_uri, base_decision, "baseline")
     # challenger: the best model of this run; champion (last, see the docstring): the one
     # that passed the gate (the baseline only ever passes when it beat the fine-tuned model).
     best = base_version if base_version is not None else version
     store.set_alias(cfg, store.CHALLENGER, best)
+    faults.point("register.challenger")
     promoted = None
     if base_decision is not None and base_decision.promote:
         promoted = base_version
@@ -254,7 +281,7 @@ def register(cfg: Config) -> RegisterResult:
         tags=tags, texts=texts + cards,
         artifacts=[(relative(adapter, cfg.root), "adapter")] if adapter.is_dir() else [],
     )
-    return RegisterResult(version, aliases_of[version], decision, run_id, info.model_uri,
+    return RegisterResult(version, aliases_of[version], decision, run_id, uris["fine-tuned"],
                           baseline_version=base_version,
                           baseline_aliases=aliases_of.get(base_version, []) if base_version
                           else [],

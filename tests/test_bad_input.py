@@ -318,3 +318,8 @@ def test_the_documented_table_is_the_tested_one():
         file, func = test.split("::")
         assert re.search(rf"def {func}\(", (REPO / file).read_text()), test
     assert len(documented) >= 40
+    # The faults table names its tests as test_FILE.py::test_NAME: each exists.
+    faults = re.findall(r"`(test_\w+\.py)::(test_\w+)`", DOC.read_text())
+    assert len(faults) >= 7
+    for file, func in faults:
+        assert re.search(rf"def {func}\(", (REPO / "tests" / file).read_text()), func

@@ -21,7 +21,8 @@ SCRIPT = Path(sys.executable).parent / "tunesmith"
 # 280 rows, a checkpoint every 5 steps: a run long enough to be killed in the middle.
 TRAIN = ("train: {epochs: 4, batch_size: 8, lr: 1.0e-3, eval_every_steps: 5,"
          " early_stopping_patience: 0, save_total_limit: 3}\n"
-         "evaluate: {latency_examples: 2}\nregister: {require_beat_baseline: false}\n")
+         "evaluate: {latency_examples: 2}\n"
+         "register: {require_beat_baseline: false, baseline_can_win: false}\n")
 
 
 def _env() -> dict[str, str]:
@@ -101,3 +102,51 @@ def test_two_datasets_at_once_on_one_sqlite_store(tmp_path, tiny_bert):
     assert sum("toy: completed" in o[0] for o in outs) == 1
     assert "toy2: completed" in outs[1][0]
     assert len(_versions(root, "toy")) == 1 and len(_versions(root, "toy2")) == 1
+
+
+def _step(root: Path, step: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
+    env = {**_env(), **({"TUNESMITH_KILL_AT": kill_at} if kill_at else {})}
+    return subprocess.run([str(SCRIPT), "step", step, "--dataset", "toy"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_sigkill_at_each_register_call_leaves_a_consistent_registry(tmp_path, tiny_bert):
+    """SIGKILL `tunesmith step register` at each point where it talks to MLflow
+    (tunesmith.faults.POINTS): afterwards every version has its artifacts and its gate tags,
+    `champion` (if set) is on such a version; the next register finishes the job with no
+    duplicate version. The registered model is deleted between points."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from tunesmith.faults import POINTS
+
+    root = _project(tmp_path / "proj", tiny_bert)
+    for step in ("ingest", "clean", "validate", "tokenize", "train", "evaluate"):
+        assert _step(root, step).returncode == 0, step
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(uri, uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    for point in POINTS:
+        killed = _step(root, "register", kill_at=point)
+        assert killed.returncode == -signal.SIGKILL, (point, killed.stderr[-2000:])
+        left = _versions(root, "toy")
+        assert len(left) == (0 if point == "register.logged" else 1), point
+        for mv in left:
+            assert {"gate.decision", "gate.reasons", "model.family", "register.job"} <= \
+                set(mv.tags), (point, mv.tags)
+            assert mlflow.models.get_model_info(f"models:/toy/{mv.version}").flavors
+        try:
+            champion = client.get_model_version_by_alias("toy", "champion")
+        except Exception:  # noqa: BLE001 - no alias yet is consistent too
+            champion = None
+        assert champion is None, point  # the alias move is the very last call
+
+        resumed = _step(root, "register")
+        assert resumed.returncode == 0, (point, resumed.stderr[-2000:])
+        after = _versions(root, "toy")
+        assert len(after) == 1, (point, [m.version for m in after])  # finished, not duplicated
+        assert [m.version for m in after] == [m.version for m in left] or not left
+        assert client.get_model_version_by_alias("toy", "champion").version == after[0].version
+        assert after[0].description.startswith("# Model card: toy version")
+        client.delete_registered_model("toy")

@@ -216,8 +216,23 @@ def smoke_test(uri: str, inputs: Any, expect: tuple[str, ...], serve: Any) -> No
         raise EnvironmentProblem(f"{uri}: the logged model returned {list(out.columns)}")
 
 
-def register_version(cfg: Config, uri: str) -> ModelVersion:
-    """A new version of the dataset's registered model from a logged model uri."""
+def versions_of_job(cfg: Config, job: str) -> dict[str, ModelVersion]:
+    """{model.family: version} of the versions register made for `job` (its step key): the
+    ones a killed register left, which the next one finishes instead of duplicating."""
+    if not job:
+        return {}
+    client = configure(cfg)
+    try:
+        found = client.search_model_versions(f"name = '{cfg.name}'")
+    except MlflowException:
+        return {}
+    return {mv.tags.get("model.family", "fine-tuned"): mv for mv in found
+            if mv.tags.get("register.job") == job}
+
+
+def register_version(cfg: Config, uri: str, tags: dict[str, str] | None = None) -> ModelVersion:
+    """A new version of the dataset's registered model from a logged model uri, created
+    with `tags` in the same call (a version never exists without them)."""
     client = configure(cfg)
     try:
         client.get_registered_model(cfg.name)
@@ -226,7 +241,7 @@ def register_version(cfg: Config, uri: str) -> ModelVersion:
             cfg.name, description=f"tunesmith {cfg.task} model for dataset {cfg.name}"
         )
     # register_model waits until the version is READY (a remote store may copy first).
-    return mlflow.register_model(uri, cfg.name)
+    return mlflow.register_model(uri, cfg.name, tags=tags)
 
 
 def set_alias(cfg: Config, alias: str, version: int | str) -> None:
