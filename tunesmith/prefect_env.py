@@ -54,7 +54,6 @@ def start_local_api(startup_timeout_s: float | None = None) -> str | None:
          "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
          "--log-level", "error", "--lifespan", "on"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        preexec_fn=_idle_priority,
     )
     atexit.register(_stop, server)  # registered before Prefect's own: runs after them
     url = f"http://127.0.0.1:{port}/api"
@@ -82,6 +81,7 @@ def wait_for_local_api() -> None:
         try:
             with urllib.request.urlopen(f"{_LOCAL_API['url']}/health", timeout=2) as reply:
                 if reply.status == 200:
+                    idle_priority(server.pid)
                     return
         except OSError:
             time.sleep(0.1)
@@ -93,21 +93,28 @@ def wait_for_local_api() -> None:
 _LOCAL_API: dict = {}
 
 
-def _idle_priority() -> None:
-    """Run the temporary API server only on otherwise idle CPU time (SCHED_IDLE).
+def idle_priority(pid: int) -> None:
+    """Move every thread of the running API server `pid` to SCHED_IDLE: it then gets a core
+    only when no normal task wants one.
 
     It uses ~1% CPU while a flow trains, but wakes ~120 times a second (event loop, its
     worker threads), and each wakeup preempted one of torch's two threads: the other then
     spins at the OpenMP barrier. Training inside the flow ran 5-15% slower than alone on
-    2 cores. An idle-class task gets a core only when no normal task wants it (in practice
-    a sliver, ~0.3%, under full load); the server still answers whenever a core is free,
-    which between training steps is often. It does not close the whole gap: see
-    docs/benchmarks.md section 3, session 4.
+    2 cores. An idle-class task gets a sliver (~0.3%) under full load, enough to answer a
+    request between training steps. It does not close the whole gap: see
+    docs/benchmarks.md section 3, round C. Only once it has booted: started idle, its ~5
+    CPU-seconds of start-up at ~0.3% of a core missed the 120 s start-up timeout whenever
+    other work (another run, a benchmark) kept both cores busy.
     """
     try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):  # not Linux, or not permitted: run as usual
-        pass
+        threads = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:  # not Linux
+        return
+    for tid in threads:
+        try:
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        except (AttributeError, OSError):  # gone, or not permitted: run as usual
+            pass
 
 
 def _free_port() -> int:
