@@ -251,3 +251,39 @@ def test_lm_loss_on_supervised_positions_equals_the_full_logits_loss(tiny_llama)
             count += int((target != IGNORE).sum())
     assert got["n_tokens"] == count
     assert got["eval_loss"] == pytest.approx(total / count, rel=1e-4)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_supervised_loss_equals_the_models_own_loss(tiny_llama, lora):
+    """The train step's causal loss runs the LM head on supervised positions only; loss and
+    gradients must equal transformers' own (labels=) loss, packed rows and LoRA included."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunesmith.training.causal_lm import causal_collator, supervised_loss
+    from tunesmith.training.chat import render
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                 init_lora_weights=False))
+    rows = [render([{"role": "user", "content": "word " * n},
+                    {"role": "assistant", "content": "yes" if n % 2 else "no, not really"}],
+                   tok, 128, None) for n in (3, 11, 6)]
+    batch = causal_collator(tok, packing=True)(
+        [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
+    ours = supervised_loss(model, batch)
+    ours.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    theirs = model(**batch).loss
+    theirs.backward()
+    assert float(ours.detach()) == pytest.approx(float(theirs.detach()), rel=1e-5)
+    assert grads
+    for name, param in model.named_parameters():
+        if param.grad is not None:
+            torch.testing.assert_close(grads[name], param.grad, rtol=1e-4, atol=1e-6)

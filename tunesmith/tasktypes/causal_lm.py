@@ -334,6 +334,12 @@ def collator(tokenizer: Any, opts: TrainOptions) -> Any:
     return causal_collator(tokenizer, opts.packing)
 
 
+def training_loss() -> Any | None:
+    from tunesmith.training.causal_lm import supervised_loss
+
+    return supervised_loss
+
+
 def metric_fns() -> tuple[Any, Any]:
     return None, None  # validation reports the loss only (prediction_loss_only)
 

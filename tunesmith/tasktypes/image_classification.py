@@ -174,6 +174,10 @@ def collator(processor: Any, opts: TrainOptions) -> Any:
     return image_collator
 
 
+def training_loss() -> Any | None:
+    return None  # the model's cross-entropy (or the class-weighted one, train.class_weights)
+
+
 def metric_fns() -> tuple[Any, Any]:
     from tunesmith.training.metrics import argmax_logits, classification_metrics
 

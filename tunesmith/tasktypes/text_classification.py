@@ -189,6 +189,10 @@ def collator(tokenizer: Any, opts: TrainOptions) -> Any:
     return padding_collator(tokenizer)
 
 
+def training_loss() -> Any | None:
+    return None  # the model's cross-entropy (or the class-weighted one, train.class_weights)
+
+
 def metric_fns() -> tuple[Any, Any]:
     from tunesmith.training.metrics import argmax_logits, classification_metrics
 

@@ -171,9 +171,10 @@ class TunesmithTrainer(Trainer):
 
     def __init__(
         self, *args, options: TrainOptions, include_frozen: bool, lengths: list[int],
-        class_weight: list[float] | None = None, **kw
+        class_weight: list[float] | None = None, loss_fn: Any = None, **kw
     ):
         super().__init__(*args, **kw)
+        self.loss_fn = loss_fn  # the task type's training_loss (None: the model's own)
         self.options = options
         self.include_frozen = include_frozen
         self.lengths = lengths
@@ -182,6 +183,12 @@ class TunesmithTrainer(Trainer):
             self.loss_is_scaled_for_ga = False  # a per-batch mean: the Trainer divides by GA
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # Not under DDP/FSDP (a wrapper with .module): their gradient sync needs the
+        # wrapper's own forward, which the task's loss would bypass.
+        if self.loss_fn is not None and self.class_weight is None \
+                and not hasattr(model, "module"):
+            loss = self.loss_fn(model, inputs, num_items_in_batch)
+            return (loss, {"loss": loss}) if return_outputs else loss
         if self.class_weight is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs["labels"]
@@ -337,6 +344,7 @@ def train_model(req: TrainRequest) -> TrainSummary:
         include_frozen=opts.method == "staged",
         lengths=train_ds.lengths,
         class_weight=class_weight,
+        loss_fn=task.training_loss(),
     )
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(QuietProgress)
