@@ -117,7 +117,7 @@ def test_train_step_writes_the_contract_outputs(toy):
 
     cfg = load_config("toy", toy, overrides=["train.epochs=1"])
     res = train(cfg)
-    assert res.model_dir == cfg.dirs.model / "model" and res.metric == "accuracy"
+    assert res.model_dir == cfg.dirs.model / "model" and res.metric == "f1_macro"
     for name in ("model/config.json", "model/model.safetensors", "model/tokenizer.json",
                  "train_summary.json", "curve.csv"):
         assert (cfg.dirs.model / name).is_file(), name
