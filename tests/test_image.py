@@ -42,21 +42,6 @@ def make_images(folder: Path, n: int = 20, seed: int = 0) -> None:
 
 
 @pytest.fixture(scope="session")
-def tiny_resnet(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A ~6k-parameter ResNet (2 stages) + ConvNeXt-style processor (resize 27, crop 24)."""
-    import torch
-    from transformers import ConvNextImageProcessorPil, ResNetConfig, ResNetForImageClassification
-
-    out = tmp_path_factory.mktemp("tiny-resnet")
-    torch.manual_seed(0)  # the same weights every session (unseeded, the e2e test was flaky)
-    config = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
-                          layer_type="basic", num_labels=3)  # 3: the head must be replaced
-    ResNetForImageClassification(config).save_pretrained(out)
-    ConvNextImageProcessorPil(size={"shortest_edge": SIZE}, crop_pct=SIZE / 27).save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="session")
 def tiny_vit(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer ViT (hidden 32, patches 8x8 of 24x24 images) + its processor."""
     import torch
