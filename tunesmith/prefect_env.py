@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from tunesmith.errors import EnvironmentProblem
 
@@ -46,6 +47,7 @@ def start_local_api(startup_timeout_s: float | None = None) -> str | None:
     if spec is None or not spec.submodule_search_locations:
         raise EnvironmentProblem("prefect is not installed (pip install -e .)")
     app_dir = Path(next(iter(spec.submodule_search_locations))).parent
+    _LOCAL_API["startup_lock"] = _startup_lock()
     port = _free_port()
     env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
            "PREFECT__SERVER_FINAL": "1"}
@@ -82,6 +84,7 @@ def wait_for_local_api() -> None:
             with urllib.request.urlopen(f"{_LOCAL_API['url']}/health", timeout=2) as reply:
                 if reply.status == 200:
                     idle_priority(server.pid)
+                    _release(_LOCAL_API.pop("startup_lock", None))
                     return
         except OSError:
             time.sleep(0.1)
@@ -91,6 +94,27 @@ def wait_for_local_api() -> None:
 
 
 _LOCAL_API: dict = {}
+
+
+def _startup_lock() -> Any:
+    """Hold PREFECT_HOME's start-up lock (released once the server answers, or at exit).
+
+    Every temporary server of a project migrates the same SQLite database under
+    PREFECT_HOME as it boots; three `tunesmith run` started at once (two datasets and a
+    repeat) left two of them with "Application startup failed" (exit 3). One boot at a
+    time: the others wait a few seconds, then share the migrated database."""
+    import fcntl
+
+    home = Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect"))
+    home.mkdir(parents=True, exist_ok=True)
+    handle = (home / "tunesmith-startup.lock").open("w")
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    return handle
+
+
+def _release(handle: Any) -> None:
+    if handle is not None:
+        handle.close()  # closing the file releases the flock
 
 
 def idle_priority(pid: int) -> None:
