@@ -42,6 +42,10 @@ RUNS: dict[str, list[str]] = {
     "lora": ["train.method=lora"],
     "scratch": ["train.method=scratch"],
     "scratch_lr10": ["train.method=scratch", "train.lr=1.0e-2"],
+    # `full` variants: BatchNorm statistics kept from ImageNet (batches of 16 augmented crops
+    # otherwise pull them towards crop statistics), and a 10x lower body rate.
+    "full_frozen_bn": ["train.method=full", "train.freeze_batchnorm=true"],
+    "full_lr1e-4": ["train.method=full", "train.lr=1.0e-4"],
 }
 EXTS = {".jpg", ".jpeg", ".png"}
 

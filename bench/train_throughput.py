@@ -1,17 +1,25 @@
-"""CPU training throughput: tunesmith's train step vs two plain HF Trainer scripts.
+"""CPU training throughput: tunesmith's train step vs plain HF Trainer scripts.
 
-    python bench/train_throughput.py [--rows 2048] [--steps 40] [--batch 32] [--repeats 3] [--quick]
+    python bench/train_throughput.py [--rows 2048] [--steps N] [--batch 32] [--repeats 3] [--quick]
 
 Same model (offline all-MiniLM-L6-v2), same SST-2 subset (seeded sample of train.tsv; a
-256-row val split from other rows), same steps, batch size and max_length 128, same
-evaluation/checkpoint schedule (per epoch, best model at end: the docs' recipe). Baselines:
+256-row val split from other rows), same batch size and max_length 128, same
+evaluation/checkpoint schedule (per epoch, best model at end: the docs' recipe), and by
+default one whole epoch (rows / batch steps: length-grouped batches are not uniform over
+an epoch, so a short window flatters or punishes them by chance). Baselines:
   quickstart  tokenizer(..., padding="max_length") then Trainer (the HF docs' quick start)
   careful     tokenizer(..., truncation=True) + DataCollatorWithPadding (dynamic padding)
-tunesmith     tasks.train.train(cfg): dynamic padding to a multiple of 8 + length grouping.
-Throughput: steady-state samples/s between the end of step SKIP (warm-up) and the end of
-the last step, timed by a callback, so the one evaluation + checkpoint that all three do at
-the end is excluded; also samples per CPU-second (robust to other load on a shared
-machine). Each run is its own subprocess; configs are interleaved per repeat; medians.
+  grouped     careful + train_sampling_strategy="group_by_length" (one flag; the strongest
+              plain script: transformers' default optimizer is fused AdamW since torch 2.8)
+tunesmith     tasks.train.train(cfg): dynamic padding (to a multiple of 8 on CUDA only),
+              length grouping, fused AdamW.
+Ratios are against `grouped`. Throughput: steady-state samples/s between the end of step
+SKIP (warm-up) and the end of the last step, timed by a callback, so the one evaluation +
+checkpoint that all do at the end is excluded; also samples per CPU-second (robust to other
+load on a shared machine). Each run is its own subprocess; configs are interleaved per
+repeat; medians. Efficiency: model FLOPs/s (6 x non-embedding parameters x real tokens,
+plus attention 6 x layers x hidden x length^2 per row) over this CPU's fp32 matmul peak,
+measured in the same run (2048 x 2048 torch.mm, best of 10, on the threads torch uses).
 """
 
 from __future__ import annotations
@@ -32,7 +40,8 @@ SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2")
 LABELS = ["negative", "positive"]
 MAX_LENGTH = 128
 N_VAL = 256
-MODES = ("quickstart", "careful", "tunesmith")
+MODES = ("quickstart", "careful", "grouped", "tunesmith")
+STRONGEST = "grouped"  # the plain baseline the ratio is reported against
 SKIP = 2  # warm-up steps left out of the timing (allocator, first-batch overheads)
 
 
@@ -76,12 +85,14 @@ def load_rows(n: int, seed: int = 0):
     return df.iloc[:n], df.iloc[n:]
 
 
-def trainer_args(out: Path, steps: int, batch: int, seed: int = 42):
-    """The baselines' TrainingArguments: the docs' recipe, capped at `steps`."""
+def trainer_args(out: Path, steps: int, batch: int, grouped: bool, seed: int = 42):
+    """The baselines' TrainingArguments: the docs' recipe, one epoch or capped at `steps`."""
     from transformers import TrainingArguments
 
+    sampling = {"train_sampling_strategy": "group_by_length"} if grouped else {}
     return TrainingArguments(
-        output_dir=str(out), max_steps=steps, per_device_train_batch_size=batch,
+        output_dir=str(out), max_steps=steps, num_train_epochs=1, **sampling,
+        per_device_train_batch_size=batch,
         per_device_eval_batch_size=64, learning_rate=5e-5, weight_decay=0.01,
         eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
         metric_for_best_model="accuracy", report_to="none", seed=seed, use_cpu=True,
@@ -117,9 +128,10 @@ def run_baseline(mode: str, work: Path, rows: int, steps: int, batch: int) -> di
     model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=len(LABELS))
     timer = step_timer()
     trainer = Trainer(
-        model=model, args=trainer_args(work / "ckpt", steps, batch), train_dataset=encode(train),
+        model=model, args=trainer_args(work / "ckpt", steps, batch, grouped=mode == "grouped"),
+        train_dataset=encode(train),
         eval_dataset=encode(val), processing_class=tok, compute_metrics=accuracy,
-        data_collator=DataCollatorWithPadding(tok) if mode == "careful" else None,
+        data_collator=None if mode == "quickstart" else DataCollatorWithPadding(tok),
         callbacks=[timer],
     )
     t0 = time.perf_counter()
@@ -175,6 +187,41 @@ def run_tunesmith(work: Path, rows: int, steps: int, batch: int,
             "train_wall_s": wall, "steps": summary.steps}
 
 
+def matmul_peak_gflops(n: int = 2048, tries: int = 10) -> float:
+    """fp32 torch.mm GFLOP/s at n x n on the threads torch uses here: best of `tries`."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)  # warm-up: thread pool, allocator
+    best = float("inf")
+    for _ in range(tries):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def model_flops_per_epoch(rows: int) -> tuple[float, int]:
+    """Training FLOPs of one epoch over the train rows, counting real tokens only:
+    per row 6 * N * len (N = non-embedding parameters: forward 2N, backward 4N per token)
+    plus attention 6 * layers * hidden * len^2 (QK^T and AV, forward and backward).
+    Returns (FLOPs, real tokens)."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from tunesmith.models import resolve_base
+
+    base = resolve_base("all-MiniLM-L6-v2")
+    config = AutoConfig.from_pretrained(base)
+    model = AutoModel.from_pretrained(base)
+    non_embedding = sum(p.numel() for name, p in model.named_parameters()
+                        if not name.startswith("embeddings."))
+    non_embedding += config.hidden_size * 2 + 2  # the classifier head: 2 labels
+    lengths = [len(ids) for ids in AutoTokenizer.from_pretrained(base)(
+        load_rows(rows)[0]["text"].tolist(), truncation=True, max_length=MAX_LENGTH)["input_ids"]]
+    attention = 6 * config.num_hidden_layers * config.hidden_size * sum(n * n for n in lengths)
+    return 6 * non_embedding * sum(lengths) + attention, sum(lengths)
+
+
 def child(mode: str, rows: int, steps: int, batch: int) -> dict:
     import torch
 
@@ -189,7 +236,7 @@ def child(mode: str, rows: int, steps: int, batch: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=2048)
-    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--steps", type=int, default=-1, help="-1: one whole epoch (default)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="64 rows, 2 steps, batch 4, 1 repeat")
@@ -221,17 +268,27 @@ def main(argv: list[str] | None = None) -> int:
 
     med = {m: statistics.median(r["samples_per_s"] for r in runs[m]) for m in args.modes}
     cpu = {m: statistics.median(r["samples_per_cpu_s"] for r in runs[m]) for m in args.modes}
-    print(f"\n{args.rows} rows, {args.steps} steps x batch {args.batch}, max_length {MAX_LENGTH}, "
-          f"median of {args.repeats}; load avg {os.getloadavg()[0]:.1f}")
+    peak = matmul_peak_gflops()
+    flops, tokens = model_flops_per_epoch(args.rows)
+    per_sample = flops / args.rows
+    window = "one epoch" if args.steps < 0 else f"{args.steps} steps"
+    print(f"\n{args.rows} rows ({tokens:,} real tokens), {window} x batch {args.batch}, "
+          f"max_length {MAX_LENGTH}, median of {args.repeats}; load avg "
+          f"{os.getloadavg()[0]:.1f}; fp32 matmul peak {peak:.1f} GFLOP/s "
+          f"({runs[args.modes[0]][0]['threads']} threads)")
     for m in args.modes:
-        print(f"{m:10} {med[m]:8.1f} samples/s {cpu[m]:8.1f} samples/cpu-s")
-    for m in ("quickstart", "careful"):
+        achieved = med[m] * per_sample / 1e9
+        print(f"{m:10} {med[m]:8.1f} samples/s {cpu[m]:8.1f} samples/cpu-s "
+              f"{achieved:6.1f} model GFLOP/s ({100 * achieved / peak:4.1f}% of peak)")
+    for m in ("quickstart", "careful", "grouped"):
         if m in med and "tunesmith" in med:
             print(f"ratio tunesmith / {m}: {med['tunesmith'] / med[m]:.2f}x wall, "
-                  f"{cpu['tunesmith'] / cpu[m]:.2f}x cpu")
+                  f"{cpu['tunesmith'] / cpu[m]:.2f}x cpu" + ("  <- the target's baseline"
+                                                              if m == STRONGEST else ""))
     if args.json:
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)},
-                                         "runs": runs}, indent=1, default=str))
+                                         "runs": runs, "matmul_peak_gflops": peak,
+                                         "model_flops_per_epoch": flops}, indent=1, default=str))
     return 0
 
 

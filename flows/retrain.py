@@ -105,8 +105,11 @@ def retrain(dataset: str, overrides: list[str] | None = None) -> RetrainSummary:
             summary.status = "skipped (locked)"
             return summary
         tracking.close_stale(cfg)
+        previous = None  # each task waits for the one before: Prefect's graph shows the order
         for step in STEPS:
-            state = make_step_task(step, cfg)(step, cfg, return_state=True)
+            state = make_step_task(step, cfg)(
+                step, cfg, return_state=True, wait_for=[previous] if previous else None)
+            previous = state
             if state.name == "Cached":
                 summary.cached.append(step)
             else:

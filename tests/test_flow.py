@@ -70,12 +70,31 @@ def _artifact(key: str) -> str | None:
     return str(found[0].data) if found else None
 
 
+def _task_runs_of_latest_flow_run() -> list:
+    """Task runs of the newest flow run, in start order."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(
+            any_=[run.id])))
+    return sorted(tasks, key=lambda t: t.start_time or t.expected_start_time)
+
+
 def test_flow_registers_champion_then_skips_unchanged_work(harness, flow_project: Path):
     from flows.retrain import retrain
 
     first = retrain("toy")
     assert first.status == "completed"
     assert "train" in first.ran
+    # The graph in Prefect's UI: each step hangs off the one before (issue: ingest..tokenize
+    # drawn side by side, as if parallel, when tasks passed nothing to each other).
+    runs = _task_runs_of_latest_flow_run()
+    assert [r.name.split("-")[0] for r in runs] == list(STEPS)
+    for before, after in zip(runs, runs[1:], strict=False):
+        assert {i.id for i in after.task_inputs.get("wait_for", [])} == {before.id}, after.name
     versions, champion = _versions(flow_project, "toy")
     assert len(versions) == 1 and champion == "1"
     assert "passed" in (_artifact("toy-validation") or "")

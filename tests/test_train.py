@@ -177,6 +177,37 @@ def test_trainer_uses_the_groups_with_sgd(tiny_bert, tokenized, tmp_path):
     assert rec.lrs[-1]["emb/decay"] == pytest.approx(2.5e-3)
 
 
+class FusedFlag(TrainerCallback):
+    """The optimizer's `fused` flag at each step."""
+
+    def __init__(self) -> None:
+        self.fused: list[bool | None] = []
+
+    def on_step_end(self, args, state, control, optimizer=None, **kw):
+        self.fused.append(optimizer.defaults.get("fused"))
+
+
+def test_cpu_training_uses_fused_adamw_and_pads_to_the_longest_row(tiny_bert, tokenized,
+                                                                    tmp_path):
+    # Regression for two CPU slowdowns (docs/benchmarks.md): rounding batch widths up to a
+    # multiple of 8 (~20% of a MiniLM step on ~16-token SST-2 batches) and the for-loop AdamW.
+    from transformers import AutoTokenizer
+
+    from tunesmith.tasktypes import text_classification
+
+    rec = FusedFlag()
+    req = request(tiny_bert, tokenized, tmp_path, max_steps=2)
+    req.callbacks.append(rec)
+    train_model(req)
+    assert rec.fused and all(rec.fused)
+    collate = text_classification.collator(AutoTokenizer.from_pretrained(tiny_bert), None)
+    ds = TokenizedDataset.load(tokenized / "train")
+    rows = [ds[i] for i in range(4)]
+    longest = max(len(r["input_ids"]) for r in rows)
+    assert longest % 8 != 0, "pick rows whose longest length is not already a multiple of 8"
+    assert collate(rows)["input_ids"].shape == (4, longest)
+
+
 class Snapshots(TrainerCallback):
     """Weights at each epoch end, and the body's learning rate during each epoch."""
 

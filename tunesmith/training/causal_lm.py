@@ -9,19 +9,20 @@ from typing import Any
 import torch
 from transformers import DataCollatorWithFlattening
 
-from tunesmith.training.data import CausalPadCollator
+from tunesmith.training.data import CausalPadCollator, pad_multiple
 
 IGNORE = -100  # label value the cross-entropy loss skips
 
 
 def causal_collator(tokenizer: Any, packing: bool):
     """Packing: one row of concatenated examples with restarting `position_ids` (no padding
-    tokens, attention kept within each example). Otherwise right padding to a multiple of 8.
+    tokens, attention kept within each example). Otherwise right padding (to a multiple of 8
+    on CUDA, `pad_multiple`).
     """
     if packing:
         return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return CausalPadCollator(pad_id=pad)
+    return CausalPadCollator(pad_id=pad, multiple_of=pad_multiple())
 
 
 def perplexity(loss: float) -> float:

@@ -115,7 +115,7 @@ class LongestFirstSampler(Sampler[int]):
 class CausalPadCollator:
     """Right-pads `input_ids` with the pad id and `labels` with -100 (ignored by the loss)."""
 
-    def __init__(self, pad_id: int, multiple_of: int = 8) -> None:
+    def __init__(self, pad_id: int, multiple_of: int = 1) -> None:
         self.pad_id = pad_id
         self.multiple_of = multiple_of
 
@@ -143,8 +143,19 @@ def load_text_tokenizer(base: str) -> Any:
     return tokenizer
 
 
+def pad_multiple() -> int:
+    """Width multiple to pad batches to: 8 where tensor cores want it (CUDA), else 1.
+
+    On CPU there is nothing to align to, and rounding costs real work: SST-2 batches are
+    ~16 tokens wide, so rounding up to 8 adds up to half the tokens; padding to 8 on CPU
+    ran the MiniLM train step ~20% slower (bench/train_throughput.py, docs/benchmarks.md).
+    """
+    return 8 if torch.cuda.is_available() else 1
+
+
 def padding_collator(tokenizer: Any) -> Any:
-    """Dynamic padding to the batch's longest row, rounded to a multiple of 8."""
+    """Dynamic padding to the batch's longest row (rounded to `pad_multiple()`)."""
     from transformers import DataCollatorWithPadding
 
-    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
+    multiple = pad_multiple()
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple if multiple > 1 else None)

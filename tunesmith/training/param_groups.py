@@ -63,8 +63,21 @@ def param_groups(
 
 
 def make_optimizer(groups: list[dict[str, Any]], opts: TrainOptions) -> torch.optim.Optimizer:
-    """AdamW (fused kernel on CUDA) or SGD with momentum over `groups`."""
+    """AdamW (the fused kernel where the device has one) or SGD with momentum over `groups`."""
     if opts.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=opts.lr, momentum=opts.momentum)
-    on_cuda = any(p.is_cuda for g in groups for p in g["params"])
-    return torch.optim.AdamW(groups, lr=opts.lr, fused=on_cuda or None)
+    return torch.optim.AdamW(groups, lr=opts.lr, fused=fused_adamw_ok(groups) or None)
+
+
+# torch has fused AdamW kernels for these devices (torch >= 2.4 for cpu); one kernel per
+# step over all tensors instead of a loop of small ops: ~10% of a MiniLM CPU step
+# (docs/benchmarks.md), and what transformers' own default optimizer uses since torch 2.8.
+FUSED_ADAMW_DEVICES = ("cpu", "cuda")
+
+
+def fused_adamw_ok(groups: list[dict[str, Any]]) -> bool:
+    """True when every parameter is a floating tensor on one device type fused AdamW has."""
+    params = [p for g in groups for p in g["params"]]
+    kinds = {p.device.type for p in params}
+    return (len(kinds) == 1 and kinds <= set(FUSED_ADAMW_DEVICES)
+            and all(p.is_floating_point() for p in params))
