@@ -8,7 +8,9 @@ same rows (SST-2 reviews as instructions, "Review: ... Is it positive or negativ
 label word, rendered with the model's chat template, loss on the answer only: identical
 input_ids and labels on both sides), same LoRA (or full) settings, learning rate, batch size
 and whole epochs. Baseline, what a user writes from the TRL/HF docs: Trainer +
-DataCollatorForSeq2Seq (pads each batch to its longest row, labels with -100), random order.
+DataCollatorForSeq2Seq (pads each batch to its longest row, labels with -100), random order;
+`grouped` is that script plus `train_sampling_strategy="group_by_length"` (one flag, the
+strongest plain script; ratios are printed against both).
 tunesmith: `train_model` as `tunesmith step train` runs it (padding-free packing, length
 grouping). Throughput = real (non-pad) tokens trained / the summed duration of the
 optimizer steps (a callback times each step, so evaluation and checkpoints are left out;
@@ -30,7 +32,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2"))
-MODES = ("plain", "tunesmith")
+MODES = ("plain", "grouped", "tunesmith")
 MAX_LENGTH = 128
 LR = {"lora": 1e-3, "full": 5e-5}
 
@@ -122,10 +124,11 @@ def run_plain(base: str, rows: list[dict], args, work: Path) -> dict:
     data = datasets.Dataset.from_list([{"input_ids": r["input_ids"], "labels": r["labels"]}
                                        for r in rows])
     clock = step_clock()
+    sampling = {"train_sampling_strategy": "group_by_length"} if args.worker == "grouped" else {}
     trainer = Trainer(
         model=model, train_dataset=data, data_collator=DataCollatorForSeq2Seq(tok, padding=True),
         callbacks=[clock], args=TrainingArguments(
-            output_dir=str(work / "plain"), num_train_epochs=args.epochs,
+            output_dir=str(work / args.worker), num_train_epochs=args.epochs, **sampling,
             per_device_train_batch_size=args.batch, learning_rate=LR[args.method],
             warmup_steps=0.06, logging_steps=1, save_strategy="no", report_to="none",
             use_cpu=True, seed=42, dataloader_num_workers=0))
@@ -160,7 +163,7 @@ def worker(args) -> None:
     work = Path(args.work)
     base = base_model(args.quick, work)
     rows = rendered(base, args.rows)
-    fn = run_plain if args.worker == "plain" else run_tunesmith
+    fn = run_tunesmith if args.worker == "tunesmith" else run_plain
     result = fn(base, rows, args, work / args.worker)
     tokens = sum(r["length"] for r in rows) * args.epochs
     print(json.dumps({"mode": args.worker, "tokens": tokens,
@@ -201,10 +204,11 @@ def main() -> None:
                       f"({row['steps']} steps, {row['step_s']:.1f} s)", flush=True)
     med = {m: statistics.median(r["tokens_per_s"] for r in rows) for m, rows in results.items()}
     ratio = med["tunesmith"] / med["plain"]
-    print(f"\nmedian tokens/s: plain {med['plain']:.1f}, tunesmith {med['tunesmith']:.1f}; "
-          f"ratio {ratio:.2f}x (target >= 1.3x: {'met' if ratio >= 1.3 else 'MISSED'}); "
-          f"method {args.method}, {args.rows} rows x {args.epochs:g} epochs, batch {args.batch}; "
-          f"load avg {os.getloadavg()[0]:.1f}")
+    print(f"\nmedian tokens/s: plain {med['plain']:.1f}, grouped {med['grouped']:.1f}, "
+          f"tunesmith {med['tunesmith']:.1f}; ratio vs plain {ratio:.2f}x (target >= 1.3x: "
+          f"{'met' if ratio >= 1.3 else 'MISSED'}), vs grouped "
+          f"{med['tunesmith'] / med['grouped']:.2f}x; method {args.method}, {args.rows} rows x "
+          f"{args.epochs:g} epochs, batch {args.batch}; load avg {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

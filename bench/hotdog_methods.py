@@ -46,6 +46,10 @@ RUNS: dict[str, list[str]] = {
     # otherwise pull them towards crop statistics), and a 10x lower body rate.
     "full_frozen_bn": ["train.method=full", "train.freeze_batchnorm=true"],
     "full_lr1e-4": ["train.method=full", "train.lr=1.0e-4"],
+    "full_frozen_bn_lr3e-4": ["train.method=full", "train.freeze_batchnorm=true",
+                              "train.lr=3.0e-4"],
+    "full_frozen_bn_16ep": ["train.method=full", "train.freeze_batchnorm=true",
+                            "train.epochs=16"],
 }
 EXTS = {".jpg", ".jpeg", ".png"}
 

@@ -236,7 +236,9 @@ def register(cfg: Config) -> RegisterResult:
     cards: list[tuple[str, str]] = []
     uris: dict[str, str] = {}
     version = register_one(lambda: task.log_model(cfg, model_dir), decision, "fine-tuned")
-    assert version is not None  # log_model always logs
+    if version is None:  # every task type's log_model returns what it logged
+        raise EnvironmentProblem(f"{cfg.name}: the {cfg.task} task logged no model to MLflow; "
+                                 "nothing was registered")
     base_version = None
     if base_decision is not None:
         base_version = register_one(lambda: task.log_baseline(cfg, cfg.dirs.eval),
