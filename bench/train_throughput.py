@@ -142,18 +142,17 @@ def run_baseline(mode: str, work: Path, rows: int, steps: int, batch: int) -> di
             "train_wall_s": wall, "steps": trainer.state.global_step}
 
 
-def run_tunesmith(work: Path, rows: int, steps: int, batch: int,
-                  overrides: list[str] | tuple[str, ...] = ()) -> dict:
-    """Write the tokenize step's on-disk contract, then call the train step itself."""
+def write_project(work: Path, rows: int, steps: int, batch: int,
+                  overrides: list[str] | tuple[str, ...] = ()):
+    """A project whose tokenize output (the train step's on-disk contract) holds the
+    sample; its Config."""
     import shutil
 
     from transformers import AutoTokenizer
 
     import datasets
-    from tasks.train import build_request
     from tunesmith.config import load_config
     from tunesmith.models import resolve_base
-    from tunesmith.training.run import train_model
 
     root = work / "proj"
     (root / "datasets").mkdir(parents=True)
@@ -176,6 +175,16 @@ def run_tunesmith(work: Path, rows: int, steps: int, batch: int,
     (cfg.dirs.tokenized / "meta.json").write_text(json.dumps({
         "task": cfg.task, "labels": LABELS, "base_model": base, "max_length": MAX_LENGTH,
         "data_digest": f"bench-{rows}"}), encoding="utf-8")
+    return cfg
+
+
+def run_tunesmith(work: Path, rows: int, steps: int, batch: int,
+                  overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Write the tokenize step's on-disk contract, then call the train step itself."""
+    from tasks.train import build_request
+    from tunesmith.training.run import train_model
+
+    cfg = write_project(work, rows, steps, batch, overrides)
     # tasks.train.train(cfg) is exactly build_request + train_model; split here to add the timer.
     req = build_request(cfg)
     timer = step_timer()

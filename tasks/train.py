@@ -93,6 +93,7 @@ def build_request(cfg: Config, options: TrainOptions | None = None) -> TrainRequ
 @narrowed
 def train(cfg: Config) -> TrainResult:
     """Train per `cfg.train`; writes cfg.dirs.model/{model,adapter,train_summary.json,curve.csv}."""
+    from tunesmith.training.launch import is_launched, launch
     from tunesmith.training.run import train_model
 
     tuned, options = None, None
@@ -101,8 +102,12 @@ def train(cfg: Config) -> TrainResult:
 
         tuned = tune.auto(cfg)
         options = tune.apply(dataclasses.replace(cfg.train, lr=None), tuned.best)
-    summary = train_model(build_request(cfg, options))
-    logged = _logged(cfg, dataclasses.asdict(summary))
+    req = build_request(cfg, options)
+    if is_launched(req.options):  # train.processes/nodes: torchrun workers, rank 0 writes
+        summary = launch(req)
+    else:
+        summary = dataclasses.asdict(train_model(req))
+    logged = _logged(cfg, summary)
     if tuned is not None:
         logged = logged.merged(Logged(
             params={f"tune.best.{k}": str(v) for k, v in tuned.best.items()},
@@ -111,14 +116,14 @@ def train(cfg: Config) -> TrainResult:
                      "tune/seconds": tuned.seconds, "tune/trials": len(tuned.trials)}))
     return TrainResult(
         model_dir=cfg.dirs.model / "model",
-        method=summary.method,
-        metric=summary.metric,
-        val_metric=float(summary.val_metrics.get(summary.metric, float("nan"))),
-        trainable_params=summary.trainable_params,
-        total_params=summary.total_params,
-        wall_time_s=round(summary.wall_time_s, 2),
-        resumed=summary.resumed_from is not None,
-        lr=summary.lr,
+        method=summary["method"],
+        metric=summary["metric"],
+        val_metric=float(summary["val_metrics"].get(summary["metric"], float("nan"))),
+        trainable_params=summary["trainable_params"],
+        total_params=summary["total_params"],
+        wall_time_s=round(summary["wall_time_s"], 2),
+        resumed=summary["resumed_from"] is not None,
+        lr=summary["lr"],
         tuned=None if tuned is None else tuned.best,
         logged=logged,
     )

@@ -77,6 +77,18 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def without_dropout(model_dir: Path, out: Path) -> Path:
+    """A copy of a BERT folder with dropout 0: dropout masks depend on how rows are split
+    into micro-batches and processes, so equivalence tests need it off."""
+    import json
+
+    shutil.copytree(model_dir, out)
+    config = json.loads((out / "config.json").read_text())
+    config |= {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer GPT-2 of width 32 with a byte-level BPE trained on toy text (~100 KB)."""

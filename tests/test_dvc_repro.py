@@ -3,8 +3,10 @@ the stages that read what changed (the step declarations, tunesmith/steps.py).""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
 from conftest import make_rows, write_csv
 from dvc_helpers import STEPS, make_dvc_repo, ran, sh, stages
 
@@ -106,3 +108,14 @@ def test_a_moved_source_asks_for_dvc_yaml(tmp_path: Path, tiny_bert: Path):
     sh(["tunesmith", "dvc-yaml"], repo)
     assert ran(sh(["dvc", "repro", "toy-ingest"], repo)) == stages("toy", ("inputs", "ingest"))
     assert "data/moved.csv" in (repo / "data" / "raw" / "toy" / "manifest.json").read_text()
+
+
+@pytest.mark.slow  # a whole dvc repro with a launched 2-process training: ~2 min
+def test_dvc_repro_trains_in_two_launched_processes(tmp_path: Path, tiny_bert: Path):
+    text = TEXT_YAML.format(name="toy", base=tiny_bert).replace(
+        "train: {epochs: 1, batch_size: 16, lr: 5.0e-3}",
+        "train: {epochs: 1, batch_size: 8, lr: 5.0e-3, processes: 2}")
+    repo = make_dvc_repo(tmp_path / "repo", {"toy": text}, {"toy": _rows(0)})
+    assert stages("toy", STEPS) <= ran(sh(["dvc", "repro"], repo))
+    summary = json.loads((repo / "models" / "toy" / "train_summary.json").read_text())
+    assert summary["world_size"] == 2

@@ -204,3 +204,16 @@ def test_validation_imports_in_a_daemon_thread():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+@pytest.mark.slow  # the flow plus a launched 2-process training: ~2 min on 2 shared cores
+def test_flow_trains_in_two_launched_processes(harness, flow_project: Path):
+    from flows.retrain import retrain
+
+    # The same global batch as FAST's (8): 2 workers x 4.
+    summary = retrain("toy", overrides=["train.processes=2", "train.batch_size=4"])
+    assert summary.status == "completed", summary
+    trained = json.loads((flow_project / "models" / "toy" / "train_summary.json").read_text())
+    assert trained["world_size"] == 2
+    versions, champion = _versions(flow_project, "toy")
+    assert len(versions) == 1 and champion == "1"

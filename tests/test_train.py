@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import make_tokenized
+from conftest import make_tokenized, without_dropout
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
@@ -363,6 +363,18 @@ def test_same_seed_same_weights_on_cpu(tiny_bert, tokenized, tmp_path):
         train_model(request(tiny_bert, tokenized, tmp_path / name, max_steps=3))
     wa, wb = (weights(tmp_path / n / "model_out" / "model") for n in "ab")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_gradient_accumulation_trains_like_the_whole_batch(tiny_bert, tokenized, tmp_path):
+    # Regression: the classification head's mean loss ignores num_items_in_batch, so the
+    # Trainer skipped dividing it by the accumulation steps (2x gradients at grad_accum 2).
+    base = without_dropout(tiny_bert, tmp_path / "nodrop")
+    train_model(request(base, tokenized, tmp_path / "a", max_steps=2, batch_size=16))
+    train_model(request(base, tokenized, tmp_path / "b", max_steps=2, batch_size=8,
+                        grad_accum=2))
+    wa, wb = (weights(tmp_path / n / "model_out" / "model") for n in "ab")
+    worst = max((wa[k] - wb[k]).abs().max().item() for k in wa)
+    assert worst < 1e-5, worst
 
 
 def test_balanced_class_weights_are_inverse_class_frequency():

@@ -54,3 +54,13 @@ class EpochLog(TrainerCallback):
             flush=True,
         )
         self._t0, self._step0 = time.perf_counter(), state.global_step
+
+
+class FaultPoints(TrainerCallback):
+    """`train.saved` after each checkpoint save (tunesmith.faults: tests kill a worker of a
+    launched run there and check that the next run resumes)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        from tunesmith import faults
+
+        faults.point("train.saved")

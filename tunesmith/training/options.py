@@ -164,6 +164,14 @@ class TrainOptions:
     compile: bool = False
     # FSDP for models too large to replicate, e.g. "full_shard auto_wrap" (multi-GPU only).
     fsdp: str = ""
+    # Distributed training launched by the train step through torch.distributed.run (DDP, or
+    # FSDP with `fsdp`): worker processes per node (1: train in the step's own process;
+    # "auto": one per visible GPU, 1 on CPU) and nodes. With nodes > 1 every node runs the
+    # same step with the same `rdzv_endpoint` (host:port of node 0) and its own
+    # PET_NODE_RANK (0 on the node whose models/NAME/ the pipeline reads), as under torchrun.
+    processes: int | Literal["auto"] = 1
+    nodes: int = 1
+    rdzv_endpoint: str = ''
     group_by_length: bool = True
     save_total_limit: int = 2
     warm_start: str = ""  # path of a previous model whose head rows are copied for shared labels
@@ -177,3 +185,10 @@ class TrainOptions:
     # causal-lm only
     prompt_template: str = "### Instruction:\n{prompt}\n\n### Response:\n"
     packing: bool = True
+
+
+def options_from_dict(values: dict) -> TrainOptions:
+    """`dataclasses.asdict(TrainOptions)` back into TrainOptions (no pydantic: the launched
+    workers run on machines that may lack it)."""
+    return TrainOptions(**{**values, "lora": LoraOptions(**values.get("lora", {})),
+                           "stages": [Stage(**s) for s in values.get("stages", [])]})

@@ -32,9 +32,9 @@ from transformers import (
 )
 from transformers.trainer_callback import ProgressCallback
 
-from tunesmith import tasktypes
+from tunesmith import faults, tasktypes
 from tunesmith.errors import ConfigError
-from tunesmith.training.callbacks import EpochLog, QuietProgress
+from tunesmith.training.callbacks import EpochLog, FaultPoints, QuietProgress
 from tunesmith.training.data import LengthGroupedSampler, LongestFirstSampler
 from tunesmith.training.layers import count_params
 from tunesmith.training.methods import apply_method, check_environment
@@ -171,9 +171,17 @@ class TunesmithTrainer(Trainer):
 
     def __init__(
         self, *args, options: TrainOptions, include_frozen: bool, lengths: list[int],
-        class_weight: list[float] | None = None, loss_fn: Any = None, **kw
+        class_weight: list[float] | None = None, loss_fn: Any = None, mean_loss: bool = False,
+        **kw
     ):
         super().__init__(*args, **kw)
+        if mean_loss:
+            # Classification heads return a per-batch mean cross-entropy and ignore
+            # `num_items_in_batch`, but their forward takes **kwargs, so the Trainer takes the
+            # loss for one normalised by the global item count: it skips the division by
+            # gradient accumulation and multiplies by the process count under DDP (2x the
+            # loss and gradients with 2 workers; tests/test_launch.py, test_train.py).
+            self.model_accepts_loss_kwargs = False
         self.loss_fn = loss_fn  # the task type's training_loss (None: the model's own)
         self.options = options
         self.include_frozen = include_frozen
@@ -207,7 +215,11 @@ class TunesmithTrainer(Trainer):
         return self.optimizer
 
     def _get_train_sampler(self, train_dataset=None):
-        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        # Grouped and shuffled in units of the global batch: accelerate hands consecutive
+        # per-device batches to the ranks, so N processes train on the same rows per
+        # optimizer step as one process with N times the batch (tests/test_launch.py).
+        batch = (self.args.train_batch_size * self.args.gradient_accumulation_steps
+                 * self.args.world_size)
         lengths = self.lengths if self.options.group_by_length else [0] * len(self.lengths)
         return LengthGroupedSampler(lengths, batch, seed=self.args.seed)
 
@@ -266,7 +278,9 @@ def training_args(req: TrainRequest, ckpt: Path, metric: str, greater: bool,
         prediction_loss_only=loss_only,
         torch_compile=opts.compile,
         # Staged runs keep frozen weights in the DDP graph; they get no gradient some epochs.
-        ddp_find_unused_parameters=opts.method == "staged" or None,
+        # Otherwise off: the Trainer's default (on) walks the autograd graph every step and
+        # warns that it found nothing.
+        ddp_find_unused_parameters=opts.method == "staged",
         fsdp=opts.fsdp,
         dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(),
@@ -289,6 +303,7 @@ def train_model(req: TrainRequest) -> TrainSummary:
         raise ConfigError(f"train.lr: {opts.lr!r} reached training; `auto` is resolved by the "
                           "train step (tunesmith.tune) before it")
     check_environment(opts)  # e.g. QLoRA on CPU: stop before loading anything
+    faults.point("train.start")
     started = time.perf_counter()
     set_seed(opts.seed)
 
@@ -322,7 +337,9 @@ def train_model(req: TrainRequest) -> TrainSummary:
         )
 
     callbacks: list[TrainerCallback] = [
-        EpochLog(metric, opts.batch_size * opts.grad_accum * args.world_size, args.num_train_epochs)
+        EpochLog(metric, opts.batch_size * opts.grad_accum * args.world_size,
+                 args.num_train_epochs),
+        FaultPoints(),
     ]
     if opts.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=opts.early_stopping_patience))
@@ -345,6 +362,7 @@ def train_model(req: TrainRequest) -> TrainSummary:
         lengths=train_ds.lengths,
         class_weight=class_weight,
         loss_fn=task.training_loss(),
+        mean_loss=task.LABELLED,
     )
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(QuietProgress)
