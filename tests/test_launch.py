@@ -117,3 +117,15 @@ def test_a_killed_two_process_run_resumes_where_it_stopped(project_nodrop):
     weights = load_file(model / "model" / "model.safetensors")
     worst = max((weights[k] - uninterrupted[k]).abs().max().item() for k in weights)
     assert worst < 1e-4, worst
+
+
+@pytest.mark.slow  # ~80 s
+@pytest.mark.parametrize("extra", [["train.method=lora"],
+                                   ["train.fsdp=full_shard auto_wrap"]], ids=["lora", "fsdp"])
+def test_lora_and_fsdp_train_in_two_launched_processes(project_nodrop, extra):
+    root, base = project_nodrop
+    done = step_train(root, base, "train.batch_size=8", "train.processes=2", *extra)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((root / "models" / "toy" / "train_summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 8
+    assert (root / "models" / "toy" / "model" / "model.safetensors").is_file()
