@@ -20,13 +20,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
 MODES = ("one", "two")
 
 
@@ -60,16 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(child(args.child, args.rows, args.batch)))
         return 0
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    from train_throughput import run_child  # bench/, this script's folder, is on sys.path
+
     runs: dict[str, list[dict]] = {m: [] for m in MODES}
     for rep in range(args.repeats):
         for mode in MODES:
-            done = subprocess.run([sys.executable, __file__, "--child", mode, "--rows",
-                                   str(args.rows), "--batch", str(args.batch)],
-                                  env=env, capture_output=True, text=True, cwd=REPO)
-            if done.returncode != 0:
-                raise SystemExit(f"{mode} failed:\n{done.stderr[-3000:]}")
-            res = json.loads(done.stdout.strip().splitlines()[-1])
+            res = run_child(__file__, mode, ["--rows", str(args.rows), "--batch",
+                                             str(args.batch)])
             runs[mode].append(res)
             print(f"repeat {rep + 1} {mode}: step {res['step_wall_s']:.1f} s, "
                   f"{res['samples_per_s']:.1f} samples/s (world {res['world_size']}, "

@@ -242,6 +242,17 @@ def child(mode: str, rows: int, steps: int, batch: int) -> dict:
     return {"mode": mode, "threads": torch.get_num_threads(), **out}
 
 
+def run_child(script: str, mode: str, args: list[str]) -> dict:
+    """`script --child MODE ARGS` in its own process, offline; its last stdout line (JSON)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run([sys.executable, script, "--child", mode, *args], env=env,
+                          capture_output=True, text=True, cwd=REPO)
+    if done.returncode != 0:
+        raise SystemExit(f"{mode} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=2048)
@@ -259,17 +270,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(child(args.child, args.rows, args.steps, args.batch)))
         return 0
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false"}
     runs: dict[str, list[dict]] = {m: [] for m in args.modes}
     for rep in range(args.repeats):
         for mode in args.modes:  # interleaved, so machine load drifts hit every config alike
-            cmd = [sys.executable, __file__, "--child", mode, "--rows", str(args.rows),
-                   "--steps", str(args.steps), "--batch", str(args.batch)]
-            done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
-            if done.returncode != 0:
-                raise SystemExit(f"{mode} failed:\n{done.stderr[-3000:]}")
-            res = json.loads(done.stdout.strip().splitlines()[-1])
+            res = run_child(__file__, mode, ["--rows", str(args.rows), "--steps",
+                                             str(args.steps), "--batch", str(args.batch)])
             runs[mode].append(res)
             print(f"repeat {rep + 1} {mode:10} {res['samples_per_s']:7.1f} samples/s "
                   f"{res['samples_per_cpu_s']:7.1f} samples/cpu-s ({res['steps']} steps, "
