@@ -22,7 +22,10 @@ def run_step(cfg: Config, step: str) -> Any:
     report) logs it first.
     """
     from tunesmith import preflight
+    from tunesmith.training.launch import node_rank
 
+    if (node := node_rank(cfg.train)) > 0:
+        return _on_other_node(cfg, step, node)
     preflight.check(cfg)  # a missing base model or QLoRA on CPU: before the step, no run
     try:
         return _run(cfg, step)
@@ -37,6 +40,22 @@ def run_step(cfg: Config, step: str) -> Any:
         raise EnvironmentProblem(
             f"MLflow store {tracking_uri(cfg)} is unreachable or read-only ({first}); "
             f"step {step}: its outputs on disk are kept, nothing was registered") from None
+
+
+def _on_other_node(cfg: Config, step: str, node: int) -> Any:
+    """Node `node` > 0 of a multi-node training (train.nodes, PET_NODE_RANK): this node's
+    workers only, on node 0's request (tunesmith.training.launch.join). Node 0's step holds
+    global rank 0, writes `models/NAME/` and logs the pipeline's MLflow run; here no run is
+    opened and no record is written, so a project folder shared between the nodes keeps
+    node 0's."""
+    from tunesmith.errors import ConfigError
+    from tunesmith.training.launch import join
+
+    if step != "train":
+        raise ConfigError(
+            f"PET_NODE_RANK={node} with train.nodes={cfg.train.nodes}: node {node} runs only "
+            f"`tunesmith step train`; node 0 runs the pipeline (step {step} refused)")
+    return join(cfg.train)
 
 
 def _store_failure(exc: BaseException) -> bool:
