@@ -55,7 +55,7 @@ def evaluate(cfg: Config) -> EvaluateResult:
     """Score the candidate, the baseline and the champion; write the report (module doc)."""
     from tunesmith.classification import clean_json, collapse
     from tunesmith.registry import store
-    from tunesmith.registry.gate import better
+    from tunesmith.registry.gate import baseline_wins, better
 
     task = task_of(cfg, "evaluate")
     out = cfg.dirs.eval
@@ -65,7 +65,11 @@ def evaluate(cfg: Config) -> EvaluateResult:
     report: dict[str, Any] = task.score_candidate(cfg, staging)
     warnings: list[str] = []
     pm = cfg.register_.primary_metric
-    baseline = task.score_baseline(cfg, staging) if cfg.evaluate.baseline else None
+    # The servable baseline is saved only when it beat the candidate: register serves it
+    # then (baseline_contest), never otherwise.
+    baseline = task.score_baseline(
+        cfg, staging, lambda scores: baseline_wins(pm, report.get(pm), scores.get(pm))) \
+        if cfg.evaluate.baseline else None
     if baseline is not None:
         report["baseline"] = {"name": task.BASELINE, **baseline}
         if report.get(pm) is not None and baseline.get(pm) is not None:

@@ -23,6 +23,7 @@ from tasks.evaluate import evaluate
 from tunesmith import metrics as M
 from tunesmith.baseline import baseline_proba, fit_baseline
 from tunesmith.errors import DataError, EnvironmentProblem
+from tunesmith.registry.store import BASELINE_DIR
 from tunesmith.tracking import tracking_uri
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -122,6 +123,25 @@ def test_an_untrained_model_is_flagged_against_the_baseline(project) -> None:
     assert result.warnings and result.warnings[0].startswith("red flag")
     report = json.loads((cfg.dirs.eval / "metrics.json").read_text())
     assert report["beats_baseline"] is False
+    # The baseline won, so register may serve it: evaluate saved it (and only then, below).
+    assert (cfg.dirs.eval / BASELINE_DIR / "MLmodel").is_file()
+
+
+def test_the_baseline_is_saved_only_when_evaluate_keeps_it(project, tmp_path) -> None:
+    """Writing the TF-IDF model is most of evaluate on real data; register serves it only
+    when it beat the candidate, so evaluate asks (`keep`) before writing it."""
+    from tunesmith.tasktypes import text_classification
+
+    cfg = toy_config(project)
+    run_pipeline(cfg, until="clean")
+    asked = []
+    for keep in (False, True):
+        out = tmp_path / f"keep-{keep}"
+        out.mkdir()
+        scores = text_classification.score_baseline(
+            cfg, out, lambda s, keep=keep: asked.append(s["f1_macro"]) or keep)
+        assert (out / BASELINE_DIR).exists() == keep
+    assert asked == [scores["f1_macro"]] * 2  # asked with the baseline's own scores
 
 
 def test_beating_the_baseline_follows_the_metric_direction(project) -> None:

@@ -15,7 +15,7 @@ it calls.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -87,10 +87,12 @@ class TaskType(Protocol):
     def finish_val_metrics(self, metrics: dict[str, float]) -> dict[str, float]: ...
 
     # evaluate: the candidate (writing its plots into `out`), the baseline (a servable one
-    # saves its fitted model under `out`), the majority-class baseline (classification;
-    # None otherwise), the champion
+    # saves its fitted model under `out` when `keep(its scores)`: register serves it only
+    # when it beat the candidate), the majority-class baseline (classification; None
+    # otherwise), the champion
     def score_candidate(self, cfg: Config, out: Path) -> dict: ...
-    def score_baseline(self, cfg: Config, out: Path) -> dict | None: ...
+    def score_baseline(self, cfg: Config, out: Path,
+                       keep: Callable[[dict], bool]) -> dict | None: ...
     def score_majority(self, cfg: Config) -> dict | None: ...
     def score_champion(self, cfg: Config) -> dict | None: ...
 

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
 
     from tunesmith.config import Config
@@ -427,8 +429,9 @@ def score_candidate(cfg: Config, out: Path) -> dict:
     return report
 
 
-def score_baseline(cfg: Config, out: Path) -> dict | None:
-    """The untuned base model on the same rows: what fine-tuning must beat."""
+def score_baseline(cfg: Config, out: Path, keep: Callable[[dict], bool]) -> dict | None:
+    """The untuned base model on the same rows: what fine-tuning must beat (never served,
+    so `keep` is not asked)."""
     from tunesmith.lm_eval import load_lm
     from tunesmith.models import resolve_base
 

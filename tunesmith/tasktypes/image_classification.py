@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 from tunesmith.training.families import VISION
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
 
     from tunesmith.config import Config
@@ -230,7 +232,8 @@ def score_candidate(cfg: Config, out: Path) -> dict:
     return report
 
 
-def score_baseline(cfg: Config, out: Path) -> dict | None:
+def score_baseline(cfg: Config, out: Path, keep: Callable[[dict], bool]) -> dict | None:
+    """Logistic regression on pixels + colour histograms; saved under `out` when `keep`."""
     from tunesmith import classification as C
     from tunesmith.images import baseline as B
 
@@ -239,8 +242,10 @@ def score_baseline(cfg: Config, out: Path) -> dict | None:
     fitted = B.fit_baseline([cfg.dirs.clean / p for p in train["image"]],
                             C.label_ids(cfg.labels, train, cfg.dirs.clean / "train.parquet"),
                             seed=cfg.train.seed)
-    C.save_baseline(fitted, out)  # register may serve it (log_baseline)
-    return C.scored(y_true, B.baseline_proba(fitted, paths, len(cfg.labels)), cfg.labels)
+    scores = C.scored(y_true, B.baseline_proba(fitted, paths, len(cfg.labels)), cfg.labels)
+    if keep(scores):
+        C.save_baseline(fitted, out)  # register serves it (log_baseline)
+    return scores
 
 
 def score_majority(cfg: Config) -> dict | None:

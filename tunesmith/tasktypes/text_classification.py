@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from tunesmith.training.families import VISION
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
 
     from tunesmith.config import Config
@@ -233,9 +235,12 @@ def score_candidate(cfg: Config, out: Path) -> dict:
     return report
 
 
-def score_baseline(cfg: Config, out: Path) -> dict | None:
+def score_baseline(cfg: Config, out: Path, keep: Callable[[dict], bool]) -> dict | None:
     """TF-IDF + logistic regression fit on the train split, scored on the test split; the
-    fitted pipeline is saved under `out` (register may serve it: `log_baseline`)."""
+    fitted pipeline is saved under `out` when `keep(scores)` (register serves it then:
+    `log_baseline`). Not otherwise: MLflow's skops format writes the vocabulary one term
+    at a time, ~10 s for the 45,582 terms of 3,954 SST-2 rows (9.7 and 10.9 s measured;
+    fitting took 1 s), half of evaluate in bench/pipeline_overhead.py."""
     from tunesmith import classification as C
     from tunesmith.baseline import baseline_proba, fit_baseline
     from tunesmith.errors import DataError
@@ -247,9 +252,11 @@ def score_baseline(cfg: Config, out: Path) -> dict | None:
         raise DataError(f"{cfg.dirs.clean / 'train.parquet'}: needs at least two classes")
     model = fit_baseline(train["text"].astype(str).tolist(), y_train, seed=cfg.train.seed)
     proba = baseline_proba(model, test["text"].astype(str).tolist(), len(cfg.labels))
-    C.save_baseline(model, out)
-    return C.scored(C.label_ids(cfg.labels, test, cfg.dirs.clean / "test.parquet"), proba,
-                    cfg.labels)
+    scores = C.scored(C.label_ids(cfg.labels, test, cfg.dirs.clean / "test.parquet"), proba,
+                      cfg.labels)
+    if keep(scores):
+        C.save_baseline(model, out)
+    return scores
 
 
 def score_majority(cfg: Config) -> dict | None:
