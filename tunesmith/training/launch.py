@@ -310,7 +310,7 @@ class NodePeers:
                 continue
         try:
             self.store(connect_s=10).set(f"tunesmith/failed/{self.node}",
-                             json.dumps({"reports": reports, "exits": exits}))
+                                         json.dumps({"reports": reports, "exits": exits}))
             if self.node == 0:  # the store dies with this process: let the others poll it
                 time.sleep(2 * self.POLL_S)
             self.collect()
