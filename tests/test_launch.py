@@ -17,7 +17,13 @@ from safetensors.torch import load_file
 
 from tunesmith.config import load_config
 from tunesmith.errors import ConfigError
-from tunesmith.training.launch import first_error, is_launched, local_processes, node_rank
+from tunesmith.training.launch import (
+    first_error,
+    inside_worker,
+    is_launched,
+    local_processes,
+    node_rank,
+)
 from tunesmith.training.options import TrainOptions
 
 # 64 train rows, 2 epochs; the global batch is 16 both ways (1 x 16, 2 x 8).
@@ -71,6 +77,11 @@ def test_node_rank_is_read_as_torchrun_reads_it(monkeypatch):
     assert node_rank(TrainOptions(nodes=1)) == 0  # one node: PET_NODE_RANK is not read
     monkeypatch.setenv("PET_NODE_RANK", "1")
     assert node_rank(TrainOptions(nodes=2)) == 1
+    assert not inside_worker()
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")  # a hand-run torchrun's worker on node 1
+    assert inside_worker()  # runner.run_step then trains here instead of joining again
+    monkeypatch.delenv("LOCAL_RANK")
     for bad in ("2", "-1", "one"):
         monkeypatch.setenv("PET_NODE_RANK", bad)
         with pytest.raises(ConfigError, match=f"PET_NODE_RANK='{bad}': train.nodes=2 numbers"):

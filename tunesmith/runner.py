@@ -22,9 +22,11 @@ def run_step(cfg: Config, step: str) -> Any:
     report) logs it first.
     """
     from tunesmith import preflight
-    from tunesmith.training.launch import node_rank
+    from tunesmith.training.launch import inside_worker, node_rank
 
-    if (node := node_rank(cfg.train)) > 0:
+    # Under a hand-run `torchrun --nnodes N ... tunesmith step train` each worker trains
+    # itself (is_launched), whatever its node.
+    if not inside_worker() and (node := node_rank(cfg.train)) > 0:
         return _on_other_node(cfg, step, node)
     preflight.check(cfg)  # a missing base model or QLoRA on CPU: before the step, no run
     try:

@@ -62,8 +62,12 @@ def is_launched(opts: TrainOptions) -> bool:
     """True when this step should launch workers: more than one process in all, and this
     process is not already one of torchrun's workers (then it trains itself, as under a
     hand-run `torchrun ... tunesmith step train`)."""
-    inside = "LOCAL_RANK" in os.environ and "TORCHELASTIC_RUN_ID" in os.environ
-    return not inside and local_processes(opts) * opts.nodes > 1
+    return not inside_worker() and local_processes(opts) * opts.nodes > 1
+
+
+def inside_worker() -> bool:
+    """This process is one of torchrun's workers (launched by us or by hand)."""
+    return "LOCAL_RANK" in os.environ and "TORCHELASTIC_RUN_ID" in os.environ
 
 
 def torchrun_args(opts: TrainOptions, request_json: Path, error_dir: Path) -> list[str]:
