@@ -1,5 +1,6 @@
-"""Distributed training launched by the train step (train.processes): 2 gloo workers on CPU
-through `tunesmith step train`, the door `dvc repro` uses, against one process."""
+"""Distributed training launched by the train step (train.processes, train.nodes): 2 gloo
+workers on CPU through `tunesmith step train`, the door `dvc repro` uses, against one
+process; and two "nodes" on one machine (two step processes sharing the project)."""
 
 from __future__ import annotations
 
