@@ -153,13 +153,7 @@ def run_workers(opts: TrainOptions, request_text: str | None) -> None:
 def first_error(error_dir: Path, returncode: int) -> errors.TunesmithError:
     """The failure to report: a worker killed by a signal first (the others then fail on
     their closed connections to it), else the lowest rank's own error, as its class."""
-    reports = {}
-    for path in error_dir.glob("rank-*.json"):
-        try:
-            report = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        reports[int(report["rank"])] = report
+    reports = rank_reports(error_dir)
     exits = agent_exits(error_dir / "agent.json")
     # SIGTERM is how the agent stops the other workers after the first failure: not a cause.
     killed = sorted(rank for rank, code in exits.items()
@@ -176,6 +170,18 @@ def first_error(error_dir: Path, returncode: int) -> errors.TunesmithError:
     if not (isinstance(cls, type) and issubclass(cls, errors.TunesmithError)):
         cls = errors.EnvironmentProblem
     return cls(f"rank {first['rank']} of {first['world_size']}: {first['message']}")
+
+
+def rank_reports(error_dir: Path) -> dict[int, dict]:
+    """{rank: report} of the `rank-R.json` files the workers (and NodePeers) wrote."""
+    reports = {}
+    for path in error_dir.glob("rank-*.json"):
+        try:
+            report = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        reports[int(report["rank"])] = report
+    return reports
 
 
 def agent_exits(agent_json: Path) -> dict[int, int]:
@@ -306,12 +312,7 @@ class NodePeers:
     def publish(self, exits: dict[str, int]) -> None:
         """Put this node's failed ranks' reports in the store; give the others time to read
         them (the store lives in node 0's agent), and take theirs (the lowest rank wins)."""
-        reports = {}
-        for path in self.error_dir.glob("rank-*.json"):
-            try:
-                reports[path.name] = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
+        reports = rank_reports(self.error_dir)
         try:
             self.store(connect_s=10).set(f"tunesmith/failed/{self.node}",
                                          json.dumps({"reports": reports, "exits": exits}))
@@ -329,8 +330,8 @@ class NodePeers:
             if other == self.node or not self.store().check([key]):
                 continue
             published = json.loads(self.store().get(key))
-            for name, report in published["reports"].items():
-                target = self.error_dir / name
+            for rank, report in published["reports"].items():
+                target = self.error_dir / f"rank-{rank}.json"
                 if not target.exists():
                     target.write_text(json.dumps(report | {"remote": True}), encoding="utf-8")
             # How its failed workers ended (a killed one has no report of its own).
