@@ -128,7 +128,7 @@ def champion_proba(cfg: Any, column: str, values: list[str]) -> np.ndarray | Non
     from tunesmith.registry import store
 
     try:
-        model = store.load_pyfunc(cfg, store.CHAMPION)
+        model = store.load_pyfunc(cfg, store.CHAMPION, check_requirements=False)
         frame = model.predict(pd.DataFrame({column: values}))
         return frame[[f"prob_{label}" for label in cfg.labels]].to_numpy(dtype=float)
     except Exception as exc:  # noqa: BLE001 - any failure means "not comparable"
