@@ -11,9 +11,12 @@ the champion is re-scored) and times:
   tunesmith  `tunesmith run --dataset sst` as a subprocess, timed whole: Python start,
              the Prefect ephemeral API, ingest, clean, validate (GX), tokenize, train,
              evaluate (TF-IDF baseline, latency, plots, MLflow model logging), register.
-  bare       then, on the tokenized data that run produced, a subprocess calling only
-             `train_model(build_request(cfg))` (what `tasks.train.train` does), timed
-             around the call (`bare fn`) and as a whole process (`bare process`).
+  bare       a subprocess calling only `train_model(build_request(cfg))` (what
+             `tasks.train.train` does) on the tokenized splits of the last flow run, timed
+             around the call (`bare fn`) and as a whole process (`bare process`). It runs
+             after the flow in odd repeats and before it in even ones (on the previous
+             version's splits, same row count): flow, bare, bare, flow, ... so a drift
+             of the VM's speed does not always favour the same side.
 Overhead = tunesmith wall - bare process wall (both whole commands: Python start, imports,
 model loading, training), in seconds and as a share of the tunesmith wall. Also printed
 against the bare fn alone (the call, without the ~7 s of torch/transformers imports that
@@ -130,38 +133,51 @@ def step_seconds(log: str, started: datetime, ended: datetime) -> dict[str, floa
     return out
 
 
-def timed_run(root: Path) -> dict:
-    """`tunesmith run` on the project's current data, then the bare training function on the
-    tokenized data that run produced."""
-    env = env_for(root)
+def flow_run(root: Path) -> dict:
+    """`tunesmith run` on the project's current data, timed whole."""
     t0, started = time.perf_counter(), datetime.now()
-    run = subprocess.run(["tunesmith", "run", "--dataset", NAME], cwd=root, env=env,
+    run = subprocess.run(["tunesmith", "run", "--dataset", NAME], cwd=root, env=env_for(root),
                          capture_output=True, text=True)
     run_wall, ended = time.perf_counter() - t0, datetime.now()
     if run.returncode != 0:
         raise SystemExit(f"tunesmith run failed:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
     trained = json.loads((root / "models" / NAME / "train_summary.json").read_text())
+    return {"run_wall_s": run_wall, "resumed": trained.get("resumed_from") is not None,
+            "flow_train_loop_s": trained.get("wall_time_s"),
+            "steps": step_seconds(run.stdout + run.stderr, started, ended)}
+
+
+def bare_run(root: Path) -> dict:
+    """The bare training function on the tokenized data the last flow run produced."""
     for leftover in ("bare_models", ".bare_state"):  # no resuming the previous bare run
         shutil.rmtree(root / leftover, ignore_errors=True)
     t0 = time.perf_counter()
-    bare = subprocess.run([sys.executable, "-c", BARE], cwd=root, env=env,
+    bare = subprocess.run([sys.executable, "-c", BARE], cwd=root, env=env_for(root),
                           capture_output=True, text=True)
     bare_process = time.perf_counter() - t0
     if bare.returncode != 0:
         raise SystemExit(f"bare training failed:\n{bare.stderr[-2000:]}")
     timing = json.loads(bare.stdout.strip().splitlines()[-1])
-    return {"run_wall_s": run_wall, "bare_fn_s": timing["fn_s"],
-            "bare_process_s": bare_process, "bare_import_s": timing["import_s"],
-            "bare_train_loop_s": timing.get("train_loop_s"),
-            "resumed": trained.get("resumed_from") is not None,
-            "flow_train_loop_s": trained.get("wall_time_s"),
-            "steps": step_seconds(run.stdout + run.stderr, started, ended)}
+    return {"bare_fn_s": timing["fn_s"], "bare_process_s": bare_process,
+            "bare_import_s": timing["import_s"], "bare_train_loop_s": timing.get("train_loop_s")}
+
+
+def repeat(root: Path, rows: int, seed: int, quick: bool, bare_first: bool) -> dict:
+    """A new data version and one flow run, with one bare run before or after it. Before, the
+    bare process trains on the previous version's tokenized splits (same row count), so
+    the order alternates (flow, bare, bare, flow, ...) and a drift of the VM's speed within
+    a repeat does not always land on the same side."""
+    bare = bare_run(root) if bare_first else {}
+    write_data(root, rows, seed, quick)
+    flow = flow_run(root)
+    return {**flow, **(bare or bare_run(root)), "bare_first": bare_first}
 
 
 def report(label: str, r: dict) -> None:
     over = r["run_wall_s"] - r["bare_process_s"]
     over_fn = r["run_wall_s"] - r["bare_fn_s"]
-    print(f"{label}: tunesmith run {r['run_wall_s']:.1f}s | bare process "
+    order = "bare first" if r["bare_first"] else "flow first"
+    print(f"{label} ({order}): tunesmith run {r['run_wall_s']:.1f}s | bare process "
           f"{r['bare_process_s']:.1f}s (fn {r['bare_fn_s']:.1f}s) | overhead {over:.1f}s"
           f" ({over / r['run_wall_s']:.1%}; vs fn {over_fn:.1f}s, {over_fn / r['run_wall_s']:.1%})"
           f" | training loop in the flow {r['flow_train_loop_s'] or float('nan'):.1f}s vs bare"
@@ -186,11 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         # The first run in a new project also creates .prefect/ and mlflow.db (migrations);
         # reported, not counted. The timed runs are what a nightly retrain sees: new data
         # (another seeded sample) in a project that has run before, a champion to re-score.
-        write_data(root, args.rows, 0, args.quick)
-        report("first run, new project", timed_run(root))
+        report("first run, new project", repeat(root, args.rows, 0, args.quick, False))
         for i in range(args.repeats):
-            write_data(root, args.rows, i + 1, args.quick)
-            results.append(timed_run(root))
+            results.append(repeat(root, args.rows, i + 1, args.quick, bare_first=i % 2 == 0))
             report(f"repeat {i + 1}", results[-1])
     med = {key: statistics.median(r[key] for r in results)
            for key in ("run_wall_s", "bare_process_s", "bare_fn_s")}
