@@ -14,9 +14,9 @@ the champion is re-scored) and times:
   bare       a subprocess calling only `train_model(build_request(cfg))` (what
              `tasks.train.train` does) on the tokenized splits of the last flow run, timed
              around the call (`bare fn`) and as a whole process (`bare process`). It runs
-             after the flow in odd repeats and before it in even ones (on the previous
-             version's splits, same row count): flow, bare, bare, flow, ... so a drift
-             of the VM's speed does not always favour the same side.
+             after the flow in the first run and in even repeats, before it in odd ones
+             (on the previous version's splits, same row count): flow, bare | bare, flow
+             | flow, bare ..., so a drift of the VM's speed favours neither side.
 Overhead = tunesmith wall - bare process wall (both whole commands: Python start, imports,
 model loading, training), in seconds and as a share of the tunesmith wall. Also printed
 against the bare fn alone (the call, without the ~7 s of torch/transformers imports that

@@ -3,7 +3,8 @@
     python bench/server_interference.py [--rows 5000] [--steps 100] [--repeats 3] [--quick]
 
 Why: in bench/pipeline_overhead.py the training loop ran ~2% slower inside `tunesmith run`
-than as a bare process (docs/benchmarks.md section 3). This isolates one suspect: the
+than as a bare process in some rounds (docs/benchmarks.md section 3; on 2026-12-02 this
+script ruled the server out: 0.964x). This isolates that suspect: the
 temporary Prefect API server that `tunesmith run` starts (tunesmith.prefect_env), idle
 while training runs but for its own timers (SCHED_IDLE after boot, as in the flow).
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -59,7 +61,7 @@ print(json.dumps({"loop_s": summary.wall_time_s, "involuntary": switches}))
 
 def one_run(root: Path, condition: str, steps: int) -> dict:
     for leftover in (f"models_{condition}", f".state_{condition}"):  # never resume
-        subprocess.run(["rm", "-rf", str(root / leftover)], check=True)
+        shutil.rmtree(root / leftover, ignore_errors=True)
     done = subprocess.run([sys.executable, "-c", CHILD, condition, str(steps)], cwd=root,
                           env=po.env_for(root), capture_output=True, text=True)
     if done.returncode != 0:
