@@ -51,18 +51,24 @@ SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2")
 NAME = "sst"
 STEPS = ("ingest", "clean", "validate", "tokenize", "train", "evaluate", "register")
 
+# Extra overrides come as arguments; `involuntary`: the process's involuntary context
+# switches (the kernel took a core from one of its threads), -1 off Linux.
 BARE = """
-import json, sys, time
+import glob, json, sys, time
 t0 = time.perf_counter()
 from tasks.train import build_request
 from tunesmith.config import load_config
 from tunesmith.training.run import train_model
-cfg = load_config("sst", overrides=["paths.models=bare_models", "paths.state=.bare_state"])
+cfg = load_config("sst", overrides=["paths.models=bare_models", "paths.state=.bare_state",
+                                    *sys.argv[1:]])
 t1 = time.perf_counter()
 summary = train_model(build_request(cfg))
 t2 = time.perf_counter()
+tasks = glob.glob("/proc/self/task/*/status")
+switches = sum(int(open(t).read().split("nonvoluntary_ctxt_switches:")[1].split()[0])
+               for t in tasks) if tasks else -1
 print(json.dumps({"import_s": t1 - t0, "fn_s": t2 - t1, "steps": summary.steps,
-                  "train_loop_s": summary.wall_time_s}))
+                  "train_loop_s": summary.wall_time_s, "involuntary": switches}))
 """
 
 
@@ -147,19 +153,21 @@ def flow_run(root: Path) -> dict:
             "steps": step_seconds(run.stdout + run.stderr, started, ended)}
 
 
-def bare_run(root: Path) -> dict:
-    """The bare training function on the tokenized data the last flow run produced."""
+def bare_run(root: Path, overrides: tuple[str, ...] = (), before: str = "") -> dict:
+    """The bare training function on the tokenized data the last flow run produced, with
+    `overrides`, after running the code `before` in the same process."""
     for leftover in ("bare_models", ".bare_state"):  # no resuming the previous bare run
         shutil.rmtree(root / leftover, ignore_errors=True)
     t0 = time.perf_counter()
-    bare = subprocess.run([sys.executable, "-c", BARE], cwd=root, env=env_for(root),
-                          capture_output=True, text=True)
+    bare = subprocess.run([sys.executable, "-c", before + BARE, *overrides], cwd=root,
+                          env=env_for(root), capture_output=True, text=True)
     bare_process = time.perf_counter() - t0
     if bare.returncode != 0:
         raise SystemExit(f"bare training failed:\n{bare.stderr[-2000:]}")
     timing = json.loads(bare.stdout.strip().splitlines()[-1])
     return {"bare_fn_s": timing["fn_s"], "bare_process_s": bare_process,
-            "bare_import_s": timing["import_s"], "bare_train_loop_s": timing.get("train_loop_s")}
+            "bare_import_s": timing["import_s"], "bare_train_loop_s": timing.get("train_loop_s"),
+            "involuntary": timing["involuntary"]}
 
 
 def repeat(root: Path, rows: int, seed: int, quick: bool, bare_first: bool) -> dict:
@@ -167,10 +175,13 @@ def repeat(root: Path, rows: int, seed: int, quick: bool, bare_first: bool) -> d
     bare process trains on the previous version's tokenized splits (same row count), so
     the order alternates (flow, bare, bare, flow, ...) and a drift of the VM's speed within
     a repeat does not always land on the same side."""
-    bare = bare_run(root) if bare_first else {}
+    if bare_first:
+        bare = bare_run(root)
     write_data(root, rows, seed, quick)
     flow = flow_run(root)
-    return {**flow, **(bare or bare_run(root)), "bare_first": bare_first}
+    if not bare_first:
+        bare = bare_run(root)
+    return {**flow, **bare, "bare_first": bare_first}
 
 
 def report(label: str, r: dict) -> None:

@@ -25,9 +25,7 @@ Prints each run, the medians, and the ratio with API / alone.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -37,36 +35,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pipeline_overhead as po  # noqa: E402 - the same project and data as the overhead bench
 
-CHILD = """
-import glob, json, sys, time
+# Run before the bare training code in the "api" condition, in the same process.
+START_API = """
+import time
 from pathlib import Path
-if sys.argv[1] == "api":
-    from tunesmith.prefect_env import configure, start_local_api, wait_for_local_api
-    configure(Path.cwd())
-    start_local_api()
-    wait_for_local_api()
-    time.sleep(10)  # in the flow, training starts >= 10 s after the API answers
-from tasks.train import build_request
-from tunesmith.config import load_config
-from tunesmith.training.run import train_model
-tag, steps = sys.argv[1], sys.argv[2]
-cfg = load_config("sst", overrides=[f"paths.models=models_{tag}", f"paths.state=.state_{tag}",
-                                    f"train.max_steps={steps}", "train.eval_every_steps=100000"])
-summary = train_model(build_request(cfg))
-switches = sum(int(open(f"{t}/status").read().split("nonvoluntary_ctxt_switches:")[1].split()[0])
-               for t in glob.glob("/proc/self/task/*")) if Path("/proc/self/task").is_dir() else -1
-print(json.dumps({"loop_s": summary.wall_time_s, "involuntary": switches}))
+from tunesmith.prefect_env import configure, start_local_api, wait_for_local_api
+configure(Path.cwd())
+start_local_api()
+wait_for_local_api()
+time.sleep(10)  # in the flow, training starts >= 10 s after the API answers
 """
 
 
 def one_run(root: Path, condition: str, steps: int) -> dict:
-    for leftover in (f"models_{condition}", f".state_{condition}"):  # never resume
-        shutil.rmtree(root / leftover, ignore_errors=True)
-    done = subprocess.run([sys.executable, "-c", CHILD, condition, str(steps)], cwd=root,
-                          env=po.env_for(root), capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{condition} run failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    timing = po.bare_run(root, (f"train.max_steps={steps}", "train.eval_every_steps=100000"),
+                         START_API if condition == "api" else "")
+    return {"loop_s": timing["bare_train_loop_s"], "involuntary": timing["involuntary"]}
 
 
 def main(argv: list[str] | None = None) -> int:
