@@ -40,6 +40,10 @@ def main() -> None:
     # with exponential backoff (~2 minutes) and 120 s timeouts.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    # MLflow 3 sends usage telemetry (an installation id written to ~/.config/mlflow/, a
+    # config fetched from its servers, two threads) unless told not to; it reads DO_NOT_TRACK
+    # only as "true", not Prefect's "1". An offline tool sends nothing.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     try:
         # With standalone_mode off, click returns typer.Exit's code instead of exiting.
         code = app(standalone_mode=False)

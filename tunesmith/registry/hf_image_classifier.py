@@ -31,7 +31,10 @@ class HFImageClassifier(PythonModel):
         self.torch = torch
 
     # No type hints: MLflow would derive a schema from them; the logged signature rules.
-    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+    # Hinted with a DataFrame, as hf_classifier.py: without hints MLflow warns "Add type
+    # hints to the predict method" at every log and load.
+    def predict(self, context, model_input: pd.DataFrame,  # noqa: ANN001
+                params: dict | None = None) -> pd.DataFrame:
         from PIL import Image
 
         if isinstance(model_input, pd.DataFrame):

@@ -49,7 +49,10 @@ class BaselineClassifier(PythonModel):
         self.input = str(config.get("input", "text"))
         self.model = mlflow.sklearn.load_model(context.artifacts["baseline"])
 
-    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+    # Hinted with a DataFrame, as hf_classifier.py: without hints MLflow warns "Add type
+    # hints to the predict method" at every log and load.
+    def predict(self, context, model_input: pd.DataFrame,  # noqa: ANN001
+                params: dict | None = None) -> pd.DataFrame:
         if isinstance(model_input, pd.DataFrame):
             column = self.input if self.input in model_input else model_input.columns[0]
             values = [str(v) for v in model_input[column]]
