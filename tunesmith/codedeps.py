@@ -42,10 +42,10 @@ def _imports_in(nodes: list[ast.AST], module: str) -> set[str]:
     package = module if module_path(module) and module_path(module).name == "__init__.py" \
         else module.rpartition(".")[0]
     found: set[str] = set()
-    for node in (n for top in nodes for n in _walk(top)):
+    for node in _import_nodes(nodes):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
+        else:
             base = node.module or ""
             if node.level:
                 parts = package.split(".")[: len(package.split(".")) - node.level + 1]
@@ -55,14 +55,26 @@ def _imports_in(nodes: list[ast.AST], module: str) -> set[str]:
     return {m for m in found if module_path(m) is not None}
 
 
-def _walk(node: ast.AST):
-    """ast.walk, minus `if TYPE_CHECKING:` blocks (never run, so not a dependency)."""
-    yield node
-    for child in ast.iter_child_nodes(node):
-        if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
-            yield from (n for stmt in child.orelse for n in _walk(stmt))
-            continue
-        yield from _walk(child)
+def _import_nodes(nodes: list[ast.AST]) -> list[ast.Import | ast.ImportFrom]:
+    """The import statements inside `nodes`, minus those in `if TYPE_CHECKING:` blocks (never
+    run, so not a dependency). A stack, not nested generators: those cost a frame per level
+    for every node, 2/3 of the 0.37 s the seven steps' keys took (2026-12-03)."""
+    found, todo = [], list(nodes)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            found.append(node)
+        elif isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            todo.extend(node.orelse)
+        else:
+            todo.extend(ast.iter_child_nodes(node))
+    return found
+
+
+@functools.cache
+def _module_imports(module: str) -> frozenset[str]:
+    """Project modules imported anywhere in `module`'s file."""
+    return frozenset(_imports_in([_tree(module_path(module))], module))
 
 
 def _with_parents(module: str) -> set[str]:
@@ -81,7 +93,7 @@ def module_closure(module: str) -> frozenset[str]:
             if name in seen or module_path(name) is None:
                 continue
             seen.add(name)
-            todo.extend(_imports_in([_tree(module_path(name))], name))
+            todo.extend(_module_imports(name))
     return frozenset(seen)
 
 
