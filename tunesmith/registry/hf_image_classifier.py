@@ -30,7 +30,6 @@ class HFImageClassifier(PythonModel):
         self.labels = [str(id2label[i]) for i in range(len(id2label))]
         self.torch = torch
 
-    # No type hints: MLflow would derive a schema from them; the logged signature rules.
     # Hinted with a DataFrame, as hf_classifier.py: without hints MLflow warns "Add type
     # hints to the predict method" at every log and load.
     def predict(self, context, model_input: pd.DataFrame,  # noqa: ANN001
