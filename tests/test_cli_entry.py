@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(sys.executable).parent / "tunesmith"
 
 
@@ -34,17 +36,27 @@ def test_console_script_keeps_exit_codes_and_output(project: Path):
         "evaluate, register"]
 
 
-def test_no_mlflow_telemetry(project: Path, tmp_path: Path):
+# The two ways in: the command (and DVC's stages), and a Prefect worker running a deployment,
+# which imports `flows.retrain` itself and then MLflow through the steps.
+ENTRIES = {
+    "command": [str(SCRIPT), "step", "ingest", "--dataset", "toy"],
+    "worker": [sys.executable, "-c", "import flows.retrain, mlflow"],
+}
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRIES))
+def test_no_mlflow_telemetry(entry: str, project: Path, tmp_path: Path):
     """MLflow 3 starts its telemetry on import unless disabled: it writes an installation id
     under the user's config folder and fetches a config from its servers. Not from
-    tunesmith. MLflow also stays quiet under pytest or CI, so those markers are removed."""
+    tunesmith, whichever way it is entered. MLflow also stays quiet under pytest or CI, so
+    those markers are removed."""
     quiet = {"PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS", "DO_NOT_TRACK",
              "MLFLOW_DISABLE_TELEMETRY", "TUNESMITH_ROOT"}
     env = {k: v for k, v in os.environ.items() if k not in quiet}
     config = tmp_path / "config"
     env["XDG_CONFIG_HOME"] = str(config)
-    ran = subprocess.run([str(SCRIPT), "step", "ingest", "--dataset", "toy"], cwd=project,
-                         env=env, capture_output=True, text=True, timeout=300)
+    ran = subprocess.run(ENTRIES[entry], cwd=project, env=env, capture_output=True, text=True,
+                         timeout=300)
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert not (config / "mlflow" / "telemetry.json").exists()
 

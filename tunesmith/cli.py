@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from tunesmith import env_defaults
 from tunesmith.cli_registry import registry_app
 from tunesmith.errors import ConfigError, TunesmithError
 from tunesmith.steps import STEPS
@@ -28,22 +29,7 @@ DatasetOpt = Annotated[str, typer.Option("--dataset", "-d",
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads unless a hub id is named
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # transformers' "Loading weights" / "Writing model shards" bars on every load and save
-    # (a dozen per run, torn across Prefect's log lines); training keeps its one bar.
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    # Every step opens the pipeline's MLflow run; its INFO lines (system-metrics thread
-    # start/stop, DB setup: 4+ per step) would bury the one-line error contract.
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    # An unreachable tracking server fails in ~10 s, not after MLflow's default 7 retries
-    # with exponential backoff (~2 minutes) and 120 s timeouts.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    # MLflow 3 sends usage telemetry (an installation id written to ~/.config/mlflow/, a
-    # config fetched from its servers, two threads) unless told not to; it reads DO_NOT_TRACK
-    # only as "true", not Prefect's "1". An offline tool sends nothing.
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    env_defaults.apply()  # offline, quiet, no telemetry (tunesmith/env_defaults.py)
     try:
         # With standalone_mode off, click returns typer.Exit's code instead of exiting.
         code = app(standalone_mode=False)
