@@ -28,7 +28,9 @@ minute apart, which swamps a ~15 s overhead. So each repeat is also split into t
 outside the training loop (wall - train_summary's wall_time_s, for the run and for the bare
 process: start-up, imports, data steps, evaluate, register) and the loop's own ratio, flow
 over bare. The estimate = the median outside-loop difference + (median loop ratio - 1, if
-positive) x the bare loop; the target verdict uses it, with the direct difference beside it.
+positive) x the bare loop; the target verdict uses it, with the direct difference beside it,
+and is given only when the bare loop's median is at least 2 minutes, the target's
+condition (at 5,000 rows it was 102-130 s depending on the day: use more rows on a fast day).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2"))
 NAME = "sst"
+MIN_TRAINING_S = 120.0  # the target is stated for trainings of at least 2 minutes
 STEPS = ("ingest", "clean", "validate", "tokenize", "train", "evaluate", "register")
 
 # Extra overrides come as arguments; `involuntary`: the process's involuntary context
@@ -233,10 +236,18 @@ def main(argv: list[str] | None = None) -> int:
         # A ratio below 1 is the machine drifting, not the flow training faster: not credited.
         estimate = outside + max(0.0, ratio - 1) * loop
         share = estimate / med["run_wall_s"]
+        # The target holds for trainings of 2 minutes or more; a shorter one (a faster VM
+        # day, fewer rows) says nothing either way about it.
+        ratios = ", ".join(f"{r['flow_train_loop_s'] / r['bare_train_loop_s']:.3f}"
+                           for r in split)
+        verdict = (("met" if share < 0.10 else "MISSED") if loop >= MIN_TRAINING_S else
+                   f"not judged: the bare loop took {loop:.0f} s < {MIN_TRAINING_S:.0f} s, "
+                   "use more --rows")
         print(f"outside the training loop: {outside:.1f}s more than the bare process "
               f"({outside / med['run_wall_s']:.1%} of the run); training loop flow/bare "
-              f"{ratio:.3f}; estimated overhead {estimate:.1f}s = {share:.1%} (target < 10% "
-              f"with >= 120 s training: {'met' if share < 0.10 else 'MISSED'})")
+              f"{ratio:.3f} (each repeat: {ratios}); estimated overhead {estimate:.1f}s = "
+              f"{share:.1%} (target < 10% with "
+              f">= {MIN_TRAINING_S:.0f} s training: {verdict})")
     for step in ("startup", *STEPS, "shutdown"):
         vals = [r["steps"].get(step) for r in results if r["steps"].get(step) is not None]
         if vals:
