@@ -19,6 +19,10 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Test modules import MLflow at collection, before pytest sets PYTEST_CURRENT_TEST (which
+# MLflow reads as "testing"): its telemetry then wrote ~/.config/mlflow/telemetry.json
+# at the end of the session. tests/test_cli_entry.py removes this to test the product.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 POSITIVE = ["great", "lovely", "superb", "fun", "moving", "brilliant", "charming", "warm"]
 NEGATIVE = ["awful", "dull", "boring", "clumsy", "tedious", "bland", "messy", "weak"]
