@@ -22,7 +22,7 @@ from prefect.states import Failed
 
 from flows.artifacts import publish_eval, publish_register, publish_validation
 from flows.lock import dataset_lock
-from tunesmith import preflight, tracking
+from tunesmith import gcpolicy, preflight, tracking
 from tunesmith.config import Config, dataset_names, find_root, load_config
 from tunesmith.errors import TunesmithError, ValidationFailed
 from tunesmith.fingerprint import output_present, step_key
@@ -99,7 +99,8 @@ def retrain(dataset: str, overrides: list[str] | None = None) -> RetrainSummary:
     except TunesmithError as exc:
         return Failed(message=str(exc), data=exc)
     summary = RetrainSummary(dataset=dataset, status="completed")
-    with dataset_lock(cfg) as acquired:
+    # A deployed run's worker process does not come through `tunesmith.cli.main`.
+    with gcpolicy.pipeline_thresholds(), dataset_lock(cfg) as acquired:
         if not acquired:
             logger.warning("another retrain of %s is running; skipping this one", dataset)
             summary.status = "skipped (locked)"

@@ -32,7 +32,7 @@ from transformers import (
 )
 from transformers.trainer_callback import ProgressCallback
 
-from tunesmith import faults, tasktypes
+from tunesmith import faults, gcpolicy, tasktypes
 from tunesmith.errors import ConfigError
 from tunesmith.training.callbacks import EpochLog, FaultPoints, QuietProgress
 from tunesmith.training.data import LengthGroupedSampler, LongestFirstSampler
@@ -370,7 +370,8 @@ def train_model(req: TrainRequest) -> TrainSummary:
     resume = last_complete_checkpoint(ckpt)
     if resume and args.process_index == 0:
         print(f"train: resuming from {resume}", file=sys.stderr, flush=True)
-    result = trainer.train(resume_from_checkpoint=resume)
+    with gcpolicy.frozen():  # Trainer's full gc.collect() at start: 0.6 s of 1M objects
+        result = trainer.train(resume_from_checkpoint=resume)
     val_metrics = best_eval_metrics(trainer.state, metric) or eval_values(trainer.evaluate())
     val_metrics = task.finish_val_metrics(val_metrics)
 
