@@ -252,7 +252,8 @@ def serve() -> None:
     configure(find_root())
     from flows.serve import serve_all
 
-    serve_all()
+    with gcpolicy.thresholds(gcpolicy.CPYTHON_THRESHOLDS):
+        serve_all()
 
 
 for _command in registry_app.registered_commands:  # predict, promote, rollback
