@@ -4,8 +4,10 @@
 
 Data: SST-2 train.tsv (67,349 rows) repeated, copy k with the suffix " (r{k})" so that
 de-duplication keeps the copies apart. Each step runs in its own subprocess (so its peak
-RSS is its own, and imports are counted separately from the step itself) in a temporary
-tunesmith project built from the repo's params.yaml.
+RSS is its own, and imports are counted separately from the step itself), under the garbage
+collector settings `tunesmith step` uses (tunesmith/gcpolicy.py), in a temporary tunesmith
+project built from the repo's params.yaml. `SST2_DIR` overrides where SST-2 is looked for
+(beside the repo: `../shared/data/sst2`; a git worktree elsewhere needs it).
 
 Baseline ("bare script"): what a user would write by hand for the same result, with no
 reports, no validation suite and no on-disk contract: pandas read_csv, NFKC + whitespace
@@ -85,9 +87,14 @@ def child(step: str, root: Path) -> dict:
     """Run one step in this process; wall and CPU times and peak RSS as a dict."""
     t0 = time.perf_counter()
     if step == "bare":
-        return _bare(root, t0)
-    if step == "tracking":
-        return _tracking(root, t0)
+        return _bare(root, t0)  # a user's script: CPython's collector settings
+    from tunesmith import gcpolicy
+
+    with gcpolicy.pipeline_thresholds():  # as `tunesmith step` (so `dvc repro`) runs them
+        return _tracking(root, t0) if step == "tracking" else _step(step, root, t0)
+
+
+def _step(step: str, root: Path, t0: float) -> dict:
     import importlib
 
     from tunesmith.config import load_config
