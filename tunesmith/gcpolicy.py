@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 PIPELINE_THRESHOLDS = (50_000, 10, 100)
 # CPython's own, for `tunesmith serve`: a process that lives for weeks should collect its
@@ -46,7 +46,7 @@ def thresholds(values: tuple[int, int, int]) -> Iterator[None]:
         gc.set_threshold(*before)
 
 
-def pipeline_thresholds():
+def pipeline_thresholds() -> AbstractContextManager[None]:
     """`thresholds(PIPELINE_THRESHOLDS)`: for the command and the retrain flow."""
     return thresholds(PIPELINE_THRESHOLDS)
 
