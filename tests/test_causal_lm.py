@@ -287,3 +287,58 @@ def test_supervised_loss_equals_the_models_own_loss(tiny_llama, lora):
     for name, param in model.named_parameters():
         if param.grad is not None:
             torch.testing.assert_close(grads[name], param.grad, rtol=1e-4, atol=1e-6)
+
+
+def alpaca_rows(n: int) -> list[dict]:
+    """Alpaca-shaped rows (instruction, input, output) of real lengths: answers of 20 to ~400
+    tokens, as instruction data has (a text default of 128 tokens cuts a third of them)."""
+    rows = []
+    for i in range(n):
+        steps = " ".join(f"Step {k}: mix part {k} of batch {i} and wait {k} minutes."
+                         for k in range(1 + (i * 7) % 31))
+        rows.append({"instruction": f"Explain recipe {i} step by step.",
+                     "input": f"Recipe {i} has {1 + i % 9} parts." if i % 2 else "",
+                     "output": f"Recipe {i}. {steps}"})
+    return rows
+
+
+def test_dataset_add_sizes_max_length_from_the_rendered_rows(tmp_path, tiny_llama,
+                                                             monkeypatch, capsys):
+    """Alpaca JSON with rows of hundreds of tokens: `dataset add` measures the rendered rows
+    and writes a tokenize.max_length that covers >= 99% of them, and says so; `--set` writes
+    any key and wins over the measurement; a refused add names the options that accept it."""
+    import numpy as np
+    import yaml
+    from transformers import AutoTokenizer
+
+    from tunesmith.training.chat import to_messages
+
+    root = chat_project(tmp_path / "proj", tiny_llama, conversations(20))
+    rows = alpaca_rows(120)
+    (root / "data" / "alpaca.json").write_text(json.dumps(rows))
+    args = ["dataset", "add", "recipes", "--source", "data/alpaca.json", "--task", "causal-lm"]
+    tok = AutoTokenizer.from_pretrained(tiny_llama)  # the named base's real tokenizer
+    lengths = np.array([len(tok.apply_chat_template(to_messages(r), return_dict=False))
+                        for r in rows])
+    assert (lengths > 128).mean() > 0.3  # the text default would refuse this data
+
+    refused = run_cli([*args, "--set", "tokenize.max_length=64"], root, monkeypatch, capsys)
+    assert refused.code == 4
+    assert "--set tokenize.max_length=... (now 64)" in refused.out
+    assert not (root / "datasets" / "recipes.yaml").exists()
+
+    added = run_cli([*args, "--set", "train.batch_size=4"], root, monkeypatch, capsys)
+    assert added.code == 0, added.out + added.err
+    spec = yaml.safe_load((root / "datasets" / "recipes.yaml").read_text())
+    chosen = spec["tokenize"]["max_length"]
+    assert chosen % 64 == 0 and (lengths <= chosen).mean() >= 0.99
+    assert chosen - 64 < np.percentile(lengths, 99)  # the smallest such multiple of 64
+    assert spec["train"] == {"method": "lora", "batch_size": 4}  # --set written too
+    assert f"tokenize.max_length: {chosen} tokens, covering" in added.out
+    assert "validation: passed" in added.out
+
+    again = run_cli([*args, "--force", "--no-check", "--set", "tokenize.max_length=1024"],
+                    root, monkeypatch, capsys)
+    assert again.code == 0
+    spec = yaml.safe_load((root / "datasets" / "recipes.yaml").read_text())
+    assert spec["tokenize"] == {"max_length": 1024}  # the user's value, not the measured one

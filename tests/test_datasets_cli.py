@@ -77,8 +77,17 @@ def test_a_failed_add_leaves_nothing_behind(project: Path, monkeypatch, capsys):
             "--label-col", "label"]
     failed = run_cli(args, project, monkeypatch, capsys)
     assert failed.code == 4 and "FAILED" in failed.out
+    # the refusal names the option that accepts this data (and only the failed bound's)
+    assert failed.out.strip().splitlines()[-1].endswith(
+        "rerun the same command with --set validate.min_rows=... (now 20)")
     assert not (project / "datasets" / "few.yaml").exists()
     assert {n: (project / n).read_text() for n in before} == before
+    accepted = run_cli([*args, "--set", "validate.min_rows=10", "--set", "train.epochs=1"],
+                       project, monkeypatch, capsys)
+    assert accepted.code == 0, accepted.out  # the option it named, no --force needed
+    spec = yaml.safe_load((project / "datasets" / "few.yaml").read_text())
+    assert spec["validate"] == {"min_rows": 10} and spec["train"] == {"epochs": 1}
+    (project / "datasets" / "few.yaml").unlink()
     write_csv(project / "data" / "few.csv", make_rows(40))
     assert run_cli(args, project, monkeypatch, capsys).code == 0  # the retry, no --force
     assert (project / "datasets" / "few.yaml").is_file()

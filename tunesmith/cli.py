@@ -197,6 +197,7 @@ def dataset_add(
         "--label-map", help="RAW=NAME, repeatable (e.g. --label-map 0=negative)")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing datasets/NAME.yaml")] = False,
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip `dataset check`")] = False,
+    set_: SetOpt = None,
 ) -> None:
     """Write datasets/NAME.yaml with inferred labels and defaults, then check it."""
     from tunesmith.datasets import add
@@ -205,7 +206,8 @@ def dataset_add(
                "response": response_col, "image": image_col}
     path, ok = add(name, source=source, task=task, columns=columns, fmt=fmt,
                    delimiter=delimiter, encoding=encoding, label_map=label_map or [],
-                   force=force, check_data=not no_check, echo=typer.echo)
+                   force=force, check_data=not no_check, overrides=set_ or [],
+                   echo=typer.echo)
     if ok:
         typer.echo(f"wrote {path}")
     raise typer.Exit(0 if ok else 4)

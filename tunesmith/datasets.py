@@ -8,7 +8,15 @@ from pathlib import Path
 
 import yaml
 
-from tunesmith.config import DATASETS_DIR, SourceConfig, find_root, load_config
+from tunesmith.config import (
+    DATASETS_DIR,
+    Config,
+    SourceConfig,
+    deep_merge,
+    find_root,
+    load_config,
+    parse_overrides,
+)
 from tunesmith.dvcfile import DVC_FILE
 from tunesmith.dvcfile import write as write_dvc_yaml
 from tunesmith.errors import ConfigError, DataError, ValidationFailed
@@ -20,15 +28,18 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 def add(name: str, *, source: str, task: str, columns: dict[str, str | None], fmt: str | None,
         delimiter: str | None, encoding: str, label_map: list[str], force: bool,
-        check_data: bool = True, echo: Callable[[str], None] = print) -> tuple[Path, bool]:
+        check_data: bool = True, overrides: list[str] | tuple[str, ...] = (),
+        echo: Callable[[str], None] = print) -> tuple[Path, bool]:
     """Write datasets/NAME.yaml from the source's columns and labels, regenerate dvc.yaml,
     schedule it in prefect.yaml, then (`check_data`) run `dataset check`. Returns the YAML's
     path and whether the data passed.
 
     `columns`: role -> source column as given on the command line (None: not given); the
-    task type says which roles it needs and how it finds its labels (`describe`). A check
-    that fails, or any error, puts every file back as it was (a corrected retry then works
-    without --force).
+    task type says which roles it needs and how it finds its labels (`describe`) and which
+    settings it measures on the data (`measure`, e.g. a causal LM's tokenize.max_length).
+    `overrides` (`--set section.key=value`) are written into the YAML and win over both. A
+    check that fails, or any error, puts every file back as it was (a corrected retry then
+    works without --force), and says which settings would accept the data.
     """
     root = find_root()
     if not _NAME.match(name):
@@ -40,14 +51,17 @@ def add(name: str, *, source: str, task: str, columns: dict[str, str | None], fm
     before = {p: p.read_bytes() if p.is_file() else None for p in touched}
     try:
         _write_dataset(root, path, name, source, task, columns, fmt, delimiter, encoding,
-                       label_map)
+                       label_map, parse_overrides(overrides), echo)
         ok = check(name, [], echo=echo) if check_data else True
     except BaseException:
         _restore(before)
         raise
     if not ok:
+        fixes = settings_to_relax(load_config(name, root))
         _restore(before)
-        echo(f"removed {path} again: fix the data (or the options) and run the same command")
+        echo(f"removed {path} again: fix the data"
+             + (", or rerun the same command with " + " or ".join(fixes) if fixes else
+                " and run the same command"))
     return path, ok
 
 
@@ -61,7 +75,8 @@ def _restore(before: dict[Path, bytes | None]) -> None:
 
 def _write_dataset(root: Path, path: Path, name: str, source: str, task: str,
                    columns: dict[str, str | None], fmt: str | None, delimiter: str | None,
-                   encoding: str, label_map: list[str]) -> None:
+                   encoding: str, label_map: list[str], overrides: dict,
+                   echo: Callable[[str], None]) -> None:
     from tunesmith import tasktypes
 
     if task not in tasktypes.MODULES:
@@ -72,13 +87,58 @@ def _write_dataset(root: Path, path: Path, name: str, source: str, task: str,
     src = SourceConfig(path=source, format=fmt, delimiter=delimiter, encoding=encoding)
     spec: dict = {"description": f"Added with `tunesmith dataset add` from {source}.",
                   "task": task, "source": src.model_dump(exclude_defaults=True)}
-    spec.update(tasktypes.get(task).describe(root, src, columns, parse_label_map(label_map)))
+    kind = tasktypes.get(task)
+    spec.update(kind.describe(root, src, columns, parse_label_map(label_map)))
+    spec = deep_merge(spec, overrides)
     path.parent.mkdir(exist_ok=True)
-    path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    cfg = load_config(name, root)  # fail now, naming the key, if what we wrote doesn't validate
+    cfg = _write_spec(path, spec, name, root)
+    measured, lines = kind.measure(cfg)
+    measured = _unset(measured, spec)  # what the user (or describe) set stays
+    if measured:
+        cfg = _write_spec(path, deep_merge(spec, measured), name, root)
+    for line in lines:
+        echo(line)
     if (root / DVC_FILE).is_file():
         write_dvc_yaml(root)  # the new dataset's stages, metrics and plots
     _add_prefect_deployment(root, name, cfg.schedule)
+
+
+def _write_spec(path: Path, spec: dict, name: str, root: Path) -> Config:
+    path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return load_config(name, root)  # fails now, naming the key, if what we wrote is invalid
+
+
+def _unset(settings: dict, spec: dict) -> dict:
+    """The leaves of `settings` that `spec` does not set."""
+    out = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and isinstance(spec.get(key), dict):
+            if rest := _unset(value, spec[key]):
+                out[key] = rest
+        elif key not in spec:
+            out[key] = value
+    return out
+
+
+def settings_to_relax(cfg: Config) -> list[str]:
+    """`--set key=... (now value)` for each setting that bounds an expectation that failed in
+    the last validation (reports/NAME/validation/result.json): the options a refused
+    `dataset add` names."""
+    from tunesmith.jsonio import read_json
+
+    path = cfg.dirs.validation / "result.json"
+    records = read_json(path).get("expectations", []) if path.is_file() else []
+    keys = dict.fromkeys(k for r in records if not r["success"] for k in r.get("settings", []))
+    now = {key: _value(cfg, key) for key in keys}
+    # an unset bound (validate.max_rows: null) is not the one that failed
+    return [f"--set {key}=... (now {value})" for key, value in now.items() if value is not None]
+
+
+def _value(cfg: Config, key: str) -> object:
+    node: object = cfg
+    for part in key.split("."):
+        node = getattr(node, {"validate": "validate_", "register": "register_"}.get(part, part))
+    return node
 
 
 def parse_label_map(pairs: list[str]) -> dict[str, str]:

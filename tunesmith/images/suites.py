@@ -11,7 +11,12 @@ from __future__ import annotations
 import pandas as pd
 
 from tunesmith.config import Config
-from tunesmith.validation.suites import Batch, _split_min_rows, cross_split_batches
+from tunesmith.validation.suites import (
+    Batch,
+    _split_min_rows,
+    bounded_by,
+    cross_split_batches,
+)
 
 COLUMNS = ["image", "label", "sha256", "width", "height"]
 
@@ -25,7 +30,8 @@ def image_classification(cfg: Config, frames: dict[str, pd.DataFrame]) -> list[B
     batches = [Batch("manifest", manifest, [
         # `mostly`: at least this share of source files must decode; GX lists broken ones.
         gxe.ExpectColumnValuesToBeInSet(column="decodable", value_set=[True],
-                                        mostly=v.min_decodable_share),
+                                        mostly=v.min_decodable_share,
+                                        **bounded_by("validate.min_decodable_share")),
     ], row_id=["path", "error"])]
     for split, df in frames.items():
         df = df.copy()
@@ -36,10 +42,13 @@ def image_classification(cfg: Config, frames: dict[str, pd.DataFrame]) -> list[B
             gxe.ExpectColumnValuesToNotBeNull(column="image"),
             gxe.ExpectColumnValuesToNotBeNull(column="label"),
             gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(cfg.labels)),
-            gxe.ExpectColumnValuesToBeBetween(column="width", min_value=v.min_image_size),
-            gxe.ExpectColumnValuesToBeBetween(column="height", min_value=v.min_image_size),
+            gxe.ExpectColumnValuesToBeBetween(column="width", min_value=v.min_image_size,
+                                              **bounded_by("validate.min_image_size")),
+            gxe.ExpectColumnValuesToBeBetween(column="height", min_value=v.min_image_size,
+                                              **bounded_by("validate.min_image_size")),
             gxe.ExpectColumnValuesToBeInSet(column="file_exists", value_set=[True]),
-            gxe.ExpectTableRowCountToBeBetween(min_value=_split_min_rows(cfg, split)),
+            gxe.ExpectTableRowCountToBeBetween(min_value=_split_min_rows(cfg, split),
+                                               **bounded_by("validate.min_split_rows")),
         ], row_id=["path"] if "path" in df else []))
     # No image (by content) in two splits: that would leak test images into training.
     return batches + cross_split_batches(cfg, frames, key="sha256")

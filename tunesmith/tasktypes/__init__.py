@@ -61,6 +61,10 @@ class TaskType(Protocol):
     def describe(self, root: Path, src: Any, columns: dict[str, str | None],
                  label_map: dict[str, str]) -> dict: ...
 
+    # dataset add: settings measured on the data (written where the user set none) and the
+    # lines saying what was chosen
+    def measure(self, cfg: Config) -> tuple[dict, list[str]]: ...
+
     # ingest: the source's rows (as read) and the manifest fields
     def read_source(self, cfg: Config, staging: Path) -> tuple[pd.DataFrame, dict]: ...
 

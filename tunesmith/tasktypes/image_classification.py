@@ -129,6 +129,12 @@ def describe(root: Path, src: Any, columns: dict[str, str | None],
     return {**spec, "train": dict(RECIPE)}
 
 
+def measure(cfg: Config) -> tuple[dict, list[str]]:
+    """`dataset add`: settings measured on the data; none for this task (its recipe is in
+    `describe`)."""
+    return {}, []
+
+
 def report_lines(report: dict) -> list[str]:
     """Kept share, converted files, image sizes, class balance, splits."""
     from tunesmith.cleaning import report_lines as common

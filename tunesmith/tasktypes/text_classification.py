@@ -116,6 +116,12 @@ def describe(root: Path, src: Any, columns: dict[str, str | None],
     return {**spec, "label_map": label_map} if label_map else spec
 
 
+def measure(cfg: Config) -> tuple[dict, list[str]]:
+    """`dataset add`: settings measured on the data; none for this task (its recipe is in
+    `describe`)."""
+    return {}, []
+
+
 def report_lines(report: dict) -> list[str]:
     """The clean report for `dataset check`: drops, conflicts, class balance, lengths."""
     from tunesmith.cleaning import report_lines as common

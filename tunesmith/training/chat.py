@@ -230,6 +230,15 @@ def render(messages: Sequence[Mapping[str, Any]], tokenizer: Any, max_length: in
     }
 
 
+def rendered_length(messages: Sequence[Mapping[str, Any]], tokenizer: Any,
+                    template: str | None = None) -> int:
+    """Tokens `render` gives the whole row before truncation, rendered once (no masking)."""
+    msgs = validate_messages(messages)
+    if has_chat_template(tokenizer):
+        return len(_chat_ids(tokenizer, msgs, generation_prompt=False))
+    return len(_render_plain(msgs, tokenizer, template)[0])
+
+
 def truncation_counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     """For a tokenize report: rows, rows truncated, rows whose answer lost tokens, and rows left
     with no supervised token (the caller should drop those and say how many)."""

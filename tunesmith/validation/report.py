@@ -80,6 +80,8 @@ def record(batch: Batch, result: Any) -> dict[str, Any]:
         "unexpected_count": res.get("unexpected_count"),
         "examples": _examples(res, config.kwargs.get("column")),
         "error": error,
+        # the config keys that bound this expectation (suites.bounded_by): what to relax
+        "settings": list((config.meta or {}).get("settings", [])),
     }
 
 

@@ -28,6 +28,12 @@ class Batch:
     row_id: list[str] = field(default_factory=list)
 
 
+def bounded_by(*keys: str) -> dict[str, Any]:
+    """An expectation's `meta` naming the config keys that bound it: a refused `dataset add`
+    names them as the options that accept the data (tunesmith.datasets.settings_to_relax)."""
+    return {"meta": {"settings": list(keys)}}
+
+
 def _split_min_rows(cfg: Config, split: str) -> int:
     # A split configured with fraction 0 (e.g. no val) may legitimately be empty.
     return cfg.validate_.min_split_rows if getattr(cfg.clean.split, split) > 0 else 0
@@ -93,8 +99,10 @@ def text_classification(cfg: Config, frames: dict[str, pd.DataFrame]) -> list[Ba
             gxe.ExpectColumnValuesToNotBeNull(column="label"),
             gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(cfg.labels)),
             gxe.ExpectColumnValueLengthsToBeBetween(
-                column="text", min_value=v.min_text_chars, max_value=v.max_text_chars),
-            gxe.ExpectTableRowCountToBeBetween(min_value=_split_min_rows(cfg, split)),
+                column="text", min_value=v.min_text_chars, max_value=v.max_text_chars,
+                **bounded_by("validate.min_text_chars", "validate.max_text_chars")),
+            gxe.ExpectTableRowCountToBeBetween(min_value=_split_min_rows(cfg, split),
+                                               **bounded_by("validate.min_split_rows")),
         ]))
     # Cross-split frames need both columns everywhere; the split suites already report
     # a missing column, and the derived checks would only repeat it.
@@ -115,17 +123,21 @@ def cross_split_batches(cfg: Config, frames: dict[str, pd.DataFrame], key: str) 
     shares = _class_shares(frames, list(cfg.labels))
     return [
         Batch("dataset", everything, [
-            gxe.ExpectTableRowCountToBeBetween(min_value=v.min_rows, max_value=v.max_rows),
+            gxe.ExpectTableRowCountToBeBetween(min_value=v.min_rows, max_value=v.max_rows,
+                                               **bounded_by("validate.min_rows",
+                                                            "validate.max_rows")),
             gxe.ExpectColumnDistinctValuesToContainSet(column="label",
                                                        value_set=list(cfg.labels)),
             # Splits must be disjoint: a row in two splits leaks test data into training.
             gxe.ExpectColumnValuesToBeInSet(column="in_other_split", value_set=[False]),
         ], row_id=["split", "row", key]),
         Batch("class_shares", shares[["label", "rows", "share"]], [
-            gxe.ExpectColumnValuesToBeBetween(column="share", min_value=v.min_class_share),
+            gxe.ExpectColumnValuesToBeBetween(column="share", min_value=v.min_class_share,
+                                              **bounded_by("validate.min_class_share")),
         ], row_id=["label", "rows"]),
         Batch("label_drift", shares[["label", "train_share", "test_share", "drift"]], [
-            gxe.ExpectColumnValuesToBeBetween(column="drift", max_value=v.max_label_drift),
+            gxe.ExpectColumnValuesToBeBetween(column="drift", max_value=v.max_label_drift,
+                                              **bounded_by("validate.max_label_drift")),
         ], row_id=["label", "train_share", "test_share"]),
     ]
 
@@ -144,14 +156,19 @@ def causal_lm(cfg: Config, frames: dict[str, pd.DataFrame]) -> list[Batch]:
             gxe.ExpectColumnToExist(column="response"),
             gxe.ExpectColumnValuesToNotBeNull(column="prompt"),
             gxe.ExpectColumnValuesToNotBeNull(column="response"),
-            gxe.ExpectColumnValueLengthsToBeBetween(column="prompt", max_value=v.max_text_chars),
+            gxe.ExpectColumnValueLengthsToBeBetween(column="prompt", max_value=v.max_text_chars,
+                                                    **bounded_by("validate.max_text_chars")),
             gxe.ExpectColumnValueLengthsToBeBetween(
-                column="response", min_value=v.min_text_chars, max_value=v.max_text_chars),
-            gxe.ExpectTableRowCountToBeBetween(min_value=_split_min_rows(cfg, split)),
+                column="response", min_value=v.min_text_chars, max_value=v.max_text_chars,
+                **bounded_by("validate.min_text_chars", "validate.max_text_chars")),
+            gxe.ExpectTableRowCountToBeBetween(min_value=_split_min_rows(cfg, split),
+                                               **bounded_by("validate.min_split_rows")),
         ]))
     if _has_columns(frames, ["context"]):
         batches.append(Batch("dataset", _overlap_frame(frames, "context"), [
-            gxe.ExpectTableRowCountToBeBetween(min_value=v.min_rows, max_value=v.max_rows),
+            gxe.ExpectTableRowCountToBeBetween(min_value=v.min_rows, max_value=v.max_rows,
+                                               **bounded_by("validate.min_rows",
+                                                            "validate.max_rows")),
             gxe.ExpectColumnValuesToBeInSet(column="in_other_split", value_set=[False]),
         ], row_id=["split", "row", "context"]))
     return batches
