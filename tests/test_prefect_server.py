@@ -25,10 +25,16 @@ from conftest import REPO, make_rows, write_csv, write_dataset_yaml
 
 from tunesmith.config import dataset_names, load_config
 from tunesmith.fingerprint import code_digest
+from tunesmith.steps import STEPS
 
 BIN = Path(sys.executable).parent
-FAST = ("train: {epochs: 1, batch_size: 16}\nevaluate: {latency_examples: 2}\n"
-        "register: {require_beat_baseline: false}\n")  # TF-IDF aces toy data
+# TF-IDF aces toy data: no baseline rule, and the baseline is not registered beside the
+# model (one version a run). The tiny BERT must learn, or the collapse rule refuses it and
+# no champion is set: tests/test_flow.py's setting on 280 rows (ROWS) does, ~3 s.
+FAST = ("train: {epochs: 6, lr: 1.0e-3, batch_size: 8, early_stopping_patience: 5}\n"
+        "evaluate: {latency_examples: 2}\n"
+        "register: {require_beat_baseline: false, baseline_can_win: false}\n")
+ROWS = 280
 RUN_TIMEOUT_S = 420  # one tiny retrain in a fresh process: ~1 min idle, more under load
 
 
@@ -154,6 +160,12 @@ def _champion(project: Path, name: str) -> tuple[int, str | None]:
     return len(versions), str(client.get_model_version_by_alias(name, "champion").version)
 
 
+def _code(project: Path) -> dict[str, str]:
+    """The code digest of every step for the toy datasets' task (what their cache keys hold)."""
+    task = load_config("toy", project).task
+    return {step: code_digest(task, step) for step in STEPS}
+
+
 def _when(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
@@ -165,9 +177,10 @@ def test_deployments_on_a_real_server(server, project: Path, tiny_bert: Path, tm
     # Step caches are keyed by the code digest: edits to tunesmith/ or tasks/ while this
     # runs (a shared working tree) legitimately re-run steps, so reuse is asserted only
     # when the code did not change.
-    code = code_digest()
     prefect = str(BIN / "prefect")
+    write_csv(project / "data" / "toy.csv", make_rows(ROWS))
     write_dataset_yaml(project, "toy", base=str(tiny_bert), extra=FAST)
+    code = _code(project)
     # The repo's prefect.yaml, its one deployment pointed at this project's dataset.
     text = (REPO / "prefect.yaml").read_text(encoding="utf-8")
     (project / "prefect.yaml").write_text(text.replace("sms_spam", "toy"), encoding="utf-8")
@@ -200,7 +213,7 @@ def test_deployments_on_a_real_server(server, project: Path, tiny_bert: Path, tm
     out = _cli([str(BIN / "tunesmith"), "run", "--dataset", "toy"], env, project)
     assert "toy: completed" in out and "Traceback" not in out, out
     print(next(line for line in out.splitlines() if line.startswith("toy: ")))
-    if code_digest() == code:
+    if _code(project) == code:
         assert "ran nothing" in out, out
         assert _champion(project, "toy") == (1, "1")
     else:
@@ -211,7 +224,7 @@ def test_deployments_on_a_real_server(server, project: Path, tiny_bert: Path, tm
         ("toy", "COMPLETED")]
 
     # (b) `tunesmith serve`: one deployment per dataset on its YAML's cron, limit 1 each.
-    write_csv(project / "data" / "toy2.csv", make_rows(80, seed=1))
+    write_csv(project / "data" / "toy2.csv", make_rows(ROWS, seed=1))
     write_dataset_yaml(project, "toy2", base=str(tiny_bert),
                        extra=FAST + 'schedule: "30 3 * * 1"\n')
     serve_log = tmp_path / "serve.log"
@@ -242,7 +255,7 @@ def test_deployments_on_a_real_server(server, project: Path, tiny_bert: Path, tm
         assert "skipping this one" not in serve_log.read_text(errors="replace")
     finally:
         _stop(serve)
-    if code_digest() == code:
+    if _code(project) == code:
         assert _champion(project, "toy2") == (1, "1")  # the second run reused the first's
     else:
         assert _champion(project, "toy2")[1] is not None
