@@ -57,29 +57,66 @@ def _versions(root: Path, name: str) -> list:
     return MlflowClient(uri, uri).search_model_versions(f"name='{name}'")
 
 
+def _start(root: Path, name: str, log: Path, pause_at: str | None = None,
+           pause_dir: Path | None = None) -> subprocess.Popen:
+    """`tunesmith run --dataset NAME` in its own process group, its output in `log` (a pipe
+    nobody reads while the run is paused could fill and stop it short of the point)."""
+    env = _env()
+    if pause_at:
+        env.update(TUNESMITH_PAUSE_AT=pause_at, TUNESMITH_PAUSE_DIR=str(pause_dir))
+    with log.open("w") as out:
+        return subprocess.Popen([str(SCRIPT), "run", "--dataset", name], cwd=root, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _tail(log: Path, chars: int = 3000) -> str:
+    return log.read_text(errors="replace")[-chars:] if log.exists() else ""
+
+
+def _wait_paused(proc: subprocess.Popen, paused: Path, log: Path, timeout: float = 600) -> int:
+    """Wait for the barrier file `paused` (tunesmith.faults); the pid of the paused process."""
+    deadline = time.monotonic() + timeout
+    while not paused.exists():
+        assert proc.poll() is None, (
+            f"exited {proc.returncode} before {paused.name}:\n{_tail(log)}")
+        assert time.monotonic() < deadline, f"no {paused.name} in {timeout:.0f}s:\n{_tail(log)}"
+        time.sleep(0.1)
+    return int(paused.read_text())
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def test_sigkill_during_training_resumes_and_registers_once(tmp_path, tiny_bert):
-    """SIGKILL the whole `tunesmith run` process tree once a checkpoint exists: the next run
-    reuses the four data steps, resumes training from the checkpoint, and ends with the
-    metrics of an uninterrupted run (same data, same seed; tolerance 0.02 on the test F1:
-    the resumed epoch replays the same batches, summation order may differ) and exactly
-    one registered version."""
+    """SIGKILL the whole `tunesmith run` process tree once a checkpoint exists (paused at the
+    first checkpoint save, `train.saved`): the next run reuses the four data steps, resumes
+    training from that checkpoint, and ends with the metrics of an uninterrupted run (same
+    data, same seed; tolerance 0.02 on the test F1: the resumed epoch replays the same
+    batches, summation order may differ) and exactly one registered version."""
     killed = _project(tmp_path / "killed", tiny_bert)
-    proc = subprocess.Popen([str(SCRIPT), "run", "--dataset", "toy"], cwd=killed, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    deadline = time.monotonic() + 300
+    pause_dir, log = tmp_path / "pause", tmp_path / "killed.log"
+    proc = _start(killed, "toy", log, pause_at="train.saved", pause_dir=pause_dir)
+    try:
+        pid = _wait_paused(proc, pause_dir / "train.saved.paused", log)
+        assert os.getpgid(pid) == proc.pid  # the paused trainer is in the group killed below
+        os.killpg(proc.pid, signal.SIGKILL)  # the CLI, its Prefect API server, everything
+        proc.wait()
+    finally:
+        _kill_group(proc)
     ckpts = killed / ".tunesmith" / "toy" / "checkpoints"
-    while time.monotonic() < deadline and not any(ckpts.glob("*/checkpoint-10/trainer_state.json")):
-        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the CLI, its Prefect API server, everything
-    proc.wait()
+    saved = sorted(p.parent.name for p in ckpts.glob("*/checkpoint-*/trainer_state.json"))
+    assert saved == ["checkpoint-5"], saved  # eval_every_steps: 5, of 4 x 28 steps
     assert not (killed / "models" / "toy" / "model").exists()
+    assert _versions(killed, "toy") == []
 
     again = _run(killed, "--dataset", "toy")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "reused ingest, clean, validate, tokenize" in again.stdout
-    assert "train: resuming from" in again.stderr
+    assert "train: resuming from" in again.stderr and "checkpoint-5" in again.stderr, \
+        again.stderr[-3000:]
     assert len(_versions(killed, "toy")) == 1
 
     clean = _project(tmp_path / "clean", tiny_bert)
@@ -91,16 +128,31 @@ def test_sigkill_during_training_resumes_and_registers_once(tmp_path, tiny_bert)
 
 def test_two_datasets_at_once_on_one_sqlite_store(tmp_path, tiny_bert):
     """Two `tunesmith run` of different datasets at the same time on the default SQLite
-    store both finish and register; two of the same dataset: one runs, one says it skipped."""
+    store both finish and register; two of the same dataset: one runs, one says it skipped.
+    The first `toy` run pauses at `train.start`, inside its dataset lock, until the second
+    `toy` run has met the lock and `toy2` (started with it, so both create and migrate the
+    store at once) has finished."""
     root = _project(tmp_path / "proj", tiny_bert, names=("toy", "toy2"))
-    procs = [subprocess.Popen([str(SCRIPT), "run", "--dataset", name], cwd=root, env=_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for name in ("toy", "toy2", "toy")]
-    outs = [p.communicate(timeout=900) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
-    assert sum("toy: skipped (locked)" in o[0] for o in outs) == 1
-    assert sum("toy: completed" in o[0] for o in outs) == 1
-    assert "toy2: completed" in outs[1][0]
+    pause_dir = tmp_path / "pause"
+    logs = {key: tmp_path / f"{key}.log" for key in ("toy", "toy2", "toy-again")}
+    procs = {"toy": _start(root, "toy", logs["toy"], pause_at="train.start",
+                           pause_dir=pause_dir),
+             "toy2": _start(root, "toy2", logs["toy2"])}
+    try:
+        _wait_paused(procs["toy"], pause_dir / "train.start.paused", logs["toy"])
+        procs["toy-again"] = _start(root, "toy", logs["toy-again"])
+        for key in ("toy-again", "toy2"):
+            assert procs[key].wait(timeout=900) == 0, (key, _tail(logs[key]))
+        assert procs["toy"].poll() is None  # still paused, still holding the lock
+        (pause_dir / "train.start.release").touch()
+        assert procs["toy"].wait(timeout=900) == 0, _tail(logs["toy"])
+    finally:
+        for proc in procs.values():
+            _kill_group(proc)
+    outs = {key: log.read_text(errors="replace") for key, log in logs.items()}
+    assert "toy: skipped (locked)" in outs["toy-again"], outs["toy-again"][-3000:]
+    assert "toy: completed" in outs["toy"] and "toy: skipped" not in outs["toy"]
+    assert "toy2: completed" in outs["toy2"]
     assert len(_versions(root, "toy")) == 1 and len(_versions(root, "toy2")) == 1
 
 
