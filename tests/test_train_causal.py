@@ -134,3 +134,71 @@ def test_causal_training_reports_perplexity(gpt2, tokenized, tmp_path, method, p
     saved = json.loads((tmp_path / "out" / "model" / "config.json").read_text())
     assert saved["model_type"] == "gpt2" and saved["use_cache"] is True  # ready for generate()
     assert (tmp_path / "out" / "adapter").is_dir() == (method == "lora")
+
+
+def test_token_budget_micro_batches_cover_every_row_once_within_the_budget():
+    """Every row once per epoch, each micro-batch within the budget (padded: rows x widest;
+    packed: the sum) and `max_rows`, a pure function of (seed, epoch) that changes by epoch."""
+    import random
+
+    from tunesmith.training.data import TokenBudgetBatchSampler
+
+    lengths = [random.Random(i).randint(20, 480) for i in range(300)]
+    for packed in (False, True):
+        sampler = TokenBudgetBatchSampler(lengths, budget=1024, max_rows=32, seed=7,
+                                          packed=packed)
+        epochs = []
+        for epoch in (0, 1):
+            sampler.set_epoch(epoch)
+            batches = list(sampler)
+            assert len(batches) == len(sampler)
+            assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+            for b in batches:
+                cost = sum(lengths[i] for i in b) if packed else \
+                    len(b) * max(lengths[i] for i in b)
+                assert len(b) <= 32 and (cost <= 1024 or len(b) == 1)
+            epochs.append(batches)
+        assert epochs[0] != epochs[1]
+        sampler.set_epoch(0)
+        assert list(sampler) == epochs[0]  # resume replays the same micro-batches
+    short = TokenBudgetBatchSampler([40] * 64, budget=1024, max_rows=16, seed=0)
+    assert [len(b) for b in short] == [16] * 4  # rows cap: short rows keep batch_size rows
+    evaluation = TokenBudgetBatchSampler(lengths, 1024, 64, seed=0, shuffle=False)
+    widths = [max(lengths[i] for i in b) for b in evaluation]
+    assert widths == sorted(widths, reverse=True)  # longest first
+
+
+def test_training_under_a_token_budget_never_runs_a_bigger_micro_batch(gpt2, tmp_path):
+    """`train.batch_tokens`: every forward pass (train and eval) holds at most the budget in
+    padded tokens, and about `batch_size` rows still make one optimizer step."""
+    from transformers import AutoTokenizer, TrainerCallback
+
+    tok = AutoTokenizer.from_pretrained(gpt2)
+    tokenized = tmp_path / "tok"
+    for split, n in (("train", 64), ("val", 16)):
+        render_split(tok, n, len(split), tokenized / split, max_length=64)
+    shapes: list[tuple[int, int]] = []
+
+    class Shapes(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            # the embeddings: the task's loss runs the body, not the model's own forward
+            model.get_input_embeddings().register_forward_pre_hook(
+                lambda m, a: shapes.append(tuple(a[0].shape)))
+
+    opts = TrainOptions(method="full", epochs=1, lr=1e-3, batch_size=16, batch_tokens=160,
+                        packing=False, early_stopping_patience=0)
+    summary = train_model(TrainRequest(
+        base_model=str(gpt2), task="causal-lm", labels=[], tokenized_dir=tokenized,
+        output_dir=tmp_path / "out", checkpoint_dir=tmp_path / "ckpt", options=opts,
+        callbacks=[Shapes()]))
+    assert shapes and max(r * w for r, w in shapes) <= 160  # rows of 30-60 tokens: 2-5 a batch
+    assert max(r for r, _ in shapes) < 16
+    assert summary.steps in range(3, 7)  # 64 rows at ~16 rows a step, not 64 / 3 micro-batches
+    assert summary.batch_tokens == 160 and summary.gradient_checkpointing is False
+
+    tight = TrainOptions(method="full", max_steps=1, lr=1e-3, batch_size=16, batch_tokens=16,
+                         packing=False, early_stopping_patience=0)
+    alone = train_model(TrainRequest(
+        base_model=str(gpt2), task="causal-lm", labels=[], tokenized_dir=tokenized,
+        output_dir=tmp_path / "out2", checkpoint_dir=tmp_path / "ckpt2", options=tight))
+    assert alone.gradient_checkpointing is True  # "auto": a row alone breaks a 16-token budget

@@ -53,6 +53,8 @@ class TaskType(Protocol):
     # train.lr defaults this task overrides, {optimizer: {method: rate}} (empty: the common
     # table, tunesmith.training.options.LR_DEFAULTS)
     LR_DEFAULTS: Mapping[str, Mapping[str, float]]
+    # train.batch_tokens when unset, per device ("cpu", "cuda"); absent: 0, batch_size rows
+    BATCH_TOKENS: Mapping[str, int]
 
     # before any step: a problem with a base model's config.json for this task, or None
     def check_base(self, config: dict) -> str | None: ...

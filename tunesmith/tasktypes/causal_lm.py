@@ -48,6 +48,12 @@ INPUTS: dict[str, tuple[str, ...]] = {"validate": ("base_model",), "evaluate": (
 # order for small causal LMs), full fine-tuning at 3e-5 (bench/llm_sst2.py).
 LR_DEFAULTS: dict[str, dict[str, float]] = {"adamw": {"full": 3e-5, "lora": 1e-3,
                                                       "qlora": 1e-3}}
+# train.batch_tokens when unset, per device: micro-batches of at most this many (padded)
+# tokens, so the default batch of 32 rows fits at instruction lengths. CPU: SmolLM2-135M
+# LoRA on Alpaca rows peaks at 2.4 GB with 512 (3.1 GB with 768, 3.7 GB with 1024, out of
+# 24 GB unbounded), all at ~230 tokens/s (docs/training.md). CUDA: not measured yet (the GPU
+# suite, bench/gpu_suite.py); 8,192 tokens is ~8 GB of SmolLM2 activations in bf16.
+BATCH_TOKENS: dict[str, int] = {"cpu": 512, "cuda": 8192}
 N_SAMPLES = 8  # generated answers shown in the eval report
 # dataset add: rows rendered to choose tokenize.max_length (2,000 render in ~2 s with
 # SmolLM2's template), and the share of them the length must cover

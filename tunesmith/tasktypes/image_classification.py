@@ -66,6 +66,8 @@ RECIPE: dict[str, Any] = {
     # Frozen-body methods and LoRA freeze them anyway; `scratch` ignores it.
     "freeze_batchnorm": True,
 }
+# train.batch_tokens when unset: off (an image is a fixed number of pixels, not tokens).
+BATCH_TOKENS: dict[str, int] = {}
 
 
 def check_base(config: dict) -> str | None:

@@ -38,6 +38,9 @@ READS: dict[str, tuple[str, ...]] = {}
 INPUTS: dict[str, tuple[str, ...]] = {}
 # The common train.lr table (tunesmith/training/options.py) was measured on this task.
 LR_DEFAULTS: dict[str, dict[str, float]] = {}
+# train.batch_tokens when unset: off (tokenize.max_length, 128, already bounds a batch of 32
+# rows at 4,096 tokens).
+BATCH_TOKENS: dict[str, int] = {}
 
 
 def check_base(config: dict) -> str | None:

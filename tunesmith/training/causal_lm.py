@@ -14,11 +14,13 @@ from tunesmith.training.data import CausalPadCollator, pad_multiple
 IGNORE = -100  # label value the cross-entropy loss skips
 
 
-def causal_collator(tokenizer: Any, packing: bool):
+def causal_collator(tokenizer: Any, packing: bool | str):
     """Packing: one row of concatenated examples with restarting `position_ids` (no padding
     tokens, attention kept within each example). Otherwise right padding (to a multiple of 8
-    on CUDA, `pad_multiple`).
+    on CUDA, `pad_multiple`). "auto": packing on CUDA only (TrainOptions.packing says why).
     """
+    if packing == "auto":
+        packing = torch.cuda.is_available()
     if packing:
         return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

@@ -196,7 +196,7 @@ def apply_method(model: nn.Module, opts: TrainOptions, labelled: bool = True,
     if opts.freeze_batchnorm and method != "scratch":  # a random body needs its BatchNorms
         freeze_batchnorm(model)
     hold_frozen_batchnorm(model)
-    if opts.gradient_checkpointing:
+    if opts.gradient_checkpointing is True:  # "auto" is resolved by train_model first
         # transformers 5 calls it activation checkpointing; non-reentrant copes with frozen inputs.
         kwargs = {"use_reentrant": False}
         if hasattr(model, "activation_checkpointing_enable"):
@@ -213,7 +213,7 @@ def wrap_lora(model: nn.Module, opts: TrainOptions, labelled: bool,
 
     if opts.method == "qlora":
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=opts.gradient_checkpointing
+            model, use_gradient_checkpointing=opts.gradient_checkpointing is True
         )
     present = {name.split(".")[-1] for name, _ in model.named_modules()}
     head = [h for h in HEAD_NAMES if h in present] if labelled else []

@@ -133,6 +133,12 @@ class TrainOptions:
     # (tunesmith.tune, a short Optuna search over the `tune` section's space)
     lr: float | Literal["auto"] | None = None
     batch_size: int = 32
+    # The most tokens in one micro-batch (rows x the padded width; packed: the sum of lengths):
+    # longer rows train in more, smaller micro-batches with gradient accumulation, so about
+    # `batch_size` rows still make one optimizer step and memory follows tokens, not rows
+    # (tunesmith.training.data.TokenBudgetBatchSampler). None: the task type's BATCH_TOKENS
+    # for the device, chosen when training starts; 0: off, micro-batches of `batch_size` rows.
+    batch_tokens: int | None = None
     eval_batch_size: int = 64
     grad_accum: int = 1
     max_grad_norm: float = 1.0
@@ -160,7 +166,10 @@ class TrainOptions:
     early_stopping_patience: int = 2
     seed: int = 42
     precision: Precision = "auto"
-    gradient_checkpointing: bool = False
+    # Recompute activations in the backward pass: about a third slower (SmolLM2 LoRA on CPU,
+    # 154 vs 229 tokens/s), a fraction of the memory. "auto": on when a single training row
+    # is longer than `batch_tokens`, the one case the token budget cannot bound.
+    gradient_checkpointing: bool | Literal["auto"] = "auto"
     compile: bool = False
     # FSDP for models too large to replicate, e.g. "full_shard auto_wrap" (multi-GPU only).
     fsdp: str = ""
@@ -184,7 +193,12 @@ class TrainOptions:
     freeze_batchnorm: bool = False
     # causal-lm only
     prompt_template: str = "### Instruction:\n{prompt}\n\n### Response:\n"
-    packing: bool = True
+    # Padding-free packing (one sequence per micro-batch, restarting position ids). "auto":
+    # on CUDA only. On CPU the packed sequence's attention is quadratic in its whole length
+    # (a block-diagonal mask over every row of the batch): SmolLM2 LoRA on SST-2 rows ran at
+    # 241 packed vs 284 tokens/s length-grouped and padded at batch 8, 192 vs 288 at 32, and
+    # 32 Alpaca rows packed took 19.5 GB (docs/training.md).
+    packing: bool | Literal["auto"] = "auto"
 
 
 def options_from_dict(values: dict) -> TrainOptions:

@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 import torch
 from transformers import (
+    DataCollatorWithFlattening,
     EarlyStoppingCallback,
     Trainer,
     TrainerCallback,
@@ -35,7 +36,11 @@ from transformers.trainer_callback import ProgressCallback
 from tunesmith import faults, gcpolicy, tasktypes
 from tunesmith.errors import ConfigError
 from tunesmith.training.callbacks import EpochLog, FaultPoints, QuietProgress
-from tunesmith.training.data import LengthGroupedSampler, LongestFirstSampler
+from tunesmith.training.data import (
+    LengthGroupedSampler,
+    LongestFirstSampler,
+    TokenBudgetBatchSampler,
+)
 from tunesmith.training.layers import count_params
 from tunesmith.training.methods import apply_method, check_environment
 from tunesmith.training.options import TrainOptions, resolve_defaults
@@ -87,6 +92,8 @@ class TrainSummary:
     device: str
     world_size: int
     precision: str
+    batch_tokens: int  # the micro-batch token budget used (0: none)
+    gradient_checkpointing: bool
     resumed_from: str | None
     fingerprint: str
     n_train: int
@@ -172,9 +179,10 @@ class TunesmithTrainer(Trainer):
     def __init__(
         self, *args, options: TrainOptions, include_frozen: bool, lengths: list[int],
         class_weight: list[float] | None = None, loss_fn: Any = None, mean_loss: bool = False,
-        **kw
+        packed: bool = False, **kw
     ):
         super().__init__(*args, **kw)
+        self.packed = packed  # the collator packs rows: a micro-batch costs the sum of lengths
         if mean_loss:
             # Classification heads return a per-batch mean cross-entropy and ignore
             # `num_items_in_batch`, but their forward takes **kwargs, so the Trainer takes the
@@ -214,6 +222,33 @@ class TunesmithTrainer(Trainer):
             self.optimizer = make_optimizer(groups, self.options)
         return self.optimizer
 
+    def get_train_dataloader(self):
+        """Micro-batches by token budget (`train.batch_tokens`), else the Trainer's own."""
+        if not self.options.batch_tokens:
+            return super().get_train_dataloader()
+        sampler = TokenBudgetBatchSampler(
+            self.lengths, self.options.batch_tokens, self.options.batch_size, self.args.seed,
+            grouped=self.options.group_by_length, packed=self.packed)
+        return self._budget_loader(self.train_dataset, sampler)
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        lengths = getattr(dataset, "lengths", None)
+        if not self.options.batch_tokens or lengths is None or self.args.world_size > 1:
+            return super().get_eval_dataloader(eval_dataset)
+        sampler = TokenBudgetBatchSampler(lengths, self.options.batch_tokens,
+                                          self.args.eval_batch_size, self.args.seed,
+                                          packed=self.packed, shuffle=False)
+        return self._budget_loader(dataset, sampler)
+
+    def _budget_loader(self, dataset, sampler: TokenBudgetBatchSampler):
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=self.data_collator,
+                            num_workers=self.args.dataloader_num_workers,
+                            pin_memory=self.args.dataloader_pin_memory)
+        return self.accelerator.prepare(loader)
+
     def _get_train_sampler(self, train_dataset=None):
         # Grouped and shuffled in units of the global batch: accelerate hands consecutive
         # per-device batches to the ranks, so N processes train on the same rows per
@@ -230,9 +265,37 @@ class TunesmithTrainer(Trainer):
         return LongestFirstSampler(lengths)
 
 
+def memory_options(opts: TrainOptions, task: Any, lengths: list[int]) -> TrainOptions:
+    """`batch_tokens: None` as the task's budget for this device, and `gradient_checkpointing:
+    auto` as on when a row is longer than that budget (it trains alone and cannot be split)."""
+    budget = opts.batch_tokens
+    if budget is None:
+        budget = task.BATCH_TOKENS.get("cuda" if torch.cuda.is_available() else "cpu", 0)
+    checkpointing = opts.gradient_checkpointing
+    if checkpointing == "auto":
+        checkpointing = bool(budget) and max(lengths, default=0) > budget
+    return dataclasses.replace(opts, batch_tokens=budget, gradient_checkpointing=checkpointing)
+
+
+def micro_batches(opts: TrainOptions, lengths: list[int], packed: bool) -> tuple[int, int]:
+    """(rows per micro-batch, micro-batches per optimizer step): `batch_size` and `grad_accum`
+    as set, or under `batch_tokens` the budget sampler's mean rows and as many micro-batches
+    as make `batch_size x grad_accum` rows on average."""
+    if not opts.batch_tokens:
+        return opts.batch_size, opts.grad_accum
+    plan = TokenBudgetBatchSampler(lengths, opts.batch_tokens, opts.batch_size, opts.seed,
+                                   grouped=opts.group_by_length, packed=packed)
+    rows = plan.mean_rows()
+    return max(1, round(rows)), max(1, round(opts.batch_size * opts.grad_accum / rows))
+
+
 def training_args(req: TrainRequest, ckpt: Path, metric: str, greater: bool,
-                  loss_only: bool = False) -> TrainingArguments:
+                  loss_only: bool = False, batching: tuple[int, int] | None = None
+                  ) -> TrainingArguments:
+    """The Trainer's arguments; `batching`: (rows per micro-batch, micro-batches per step)
+    from `micro_batches` (default: batch_size and grad_accum as set)."""
     opts = req.options
+    rows, accum = batching or (opts.batch_size, opts.grad_accum)
     epochs = opts.epochs
     if opts.method == "staged":
         epochs = float(sum(s.epochs for s in resolve_stages(opts.stages)))
@@ -251,9 +314,9 @@ def training_args(req: TrainRequest, ckpt: Path, metric: str, greater: bool,
         output_dir=str(ckpt),
         num_train_epochs=epochs,
         max_steps=opts.max_steps,
-        per_device_train_batch_size=opts.batch_size,
+        per_device_train_batch_size=rows,
         per_device_eval_batch_size=opts.eval_batch_size,
-        gradient_accumulation_steps=opts.grad_accum,
+        gradient_accumulation_steps=accum,
         learning_rate=opts.lr,
         weight_decay=opts.weight_decay,
         max_grad_norm=opts.max_grad_norm,
@@ -308,6 +371,8 @@ def train_model(req: TrainRequest) -> TrainSummary:
     set_seed(opts.seed)
 
     train_ds, val_ds, processor = task.training_data(req.tokenized_dir, req.base_model, opts)
+    opts = memory_options(opts, task, train_ds.lengths)
+    req = dataclasses.replace(req, options=opts)
     source = str(model_dir(opts.warm_start)) if opts.warm_start else req.base_model
     labels = list(req.labels) if task.LABELLED else None
     model = task.load_model(source, labels, opts)
@@ -326,18 +391,24 @@ def train_model(req: TrainRequest) -> TrainSummary:
     fp = fingerprint(req)
     ckpt = Path(req.checkpoint_dir) / fp
     compute_metrics, preprocess = task.metric_fns()
-    args = training_args(req, ckpt, metric, greater, loss_only=compute_metrics is None)
+    collator = task.collator(processor, opts)
+    packed = isinstance(collator, DataCollatorWithFlattening)  # a micro-batch is one sequence
+    batching = micro_batches(opts, train_ds.lengths, packed)
+    args = training_args(req, ckpt, metric, greater, loss_only=compute_metrics is None,
+                         batching=batching)
     if args.process_index == 0:
         print(
             f"train: method={opts.method} lr={opts.lr:g} trainable {trainable:,} / {total:,} "
             f"params ({100 * trainable / total:.2f}%), {len(train_ds)} train / {len(val_ds)} "
-            "val rows",
+            "val rows" + (f"; micro-batches of ~{batching[0]} rows (train.batch_tokens "
+                          f"{opts.batch_tokens}) x {batching[1]} per step"
+                          if batching[0] < opts.batch_size else ""),
             file=sys.stderr,
             flush=True,
         )
 
     callbacks: list[TrainerCallback] = [
-        EpochLog(metric, opts.batch_size * opts.grad_accum * args.world_size,
+        EpochLog(metric, batching[0] * batching[1] * args.world_size,
                  args.num_train_epochs),
         FaultPoints(),
     ]
@@ -353,7 +424,7 @@ def train_model(req: TrainRequest) -> TrainSummary:
         train_dataset=train_ds,
         eval_dataset=val_ds,
         processing_class=processor,
-        data_collator=task.collator(processor, opts),
+        data_collator=collator,
         compute_metrics=compute_metrics,
         preprocess_logits_for_metrics=preprocess,
         callbacks=callbacks,
@@ -363,6 +434,7 @@ def train_model(req: TrainRequest) -> TrainSummary:
         class_weight=class_weight,
         loss_fn=task.training_loss(),
         mean_loss=task.LABELLED,
+        packed=packed,
     )
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(QuietProgress)
@@ -406,6 +478,8 @@ def train_model(req: TrainRequest) -> TrainSummary:
         device=str(args.device),
         world_size=args.world_size,
         precision=precision_flags(opts)[0],
+        batch_tokens=int(opts.batch_tokens or 0),
+        gradient_checkpointing=bool(opts.gradient_checkpointing),
         resumed_from=resume,
         fingerprint=fp,
         n_train=len(train_ds),
