@@ -76,6 +76,52 @@ def stratified_split(labels: pd.Series, split: SplitConfig) -> pd.Series:
     return assignment
 
 
+def given_splits(frame: pd.DataFrame, split: SplitConfig) -> pd.Series | None:
+    """The split each row came with (ingest's `split` column), or None: the source gives none,
+    or `clean.split.given: resplit`."""
+    if split.given != "keep" or "split" not in frame or frame["split"].isna().all():
+        return None
+    return frame["split"]
+
+
+def assign_splits(frame: pd.DataFrame, labels: pd.Series,
+                  split: SplitConfig) -> tuple[pd.Series, str]:
+    """(train/val/test per row, how they were made). Given splits are kept: a held-out split
+    that is not called test (hot dog's val/) becomes the test split, so figures compare with
+    published ones, and val is carved from train (stratified, train:val as configured) when
+    the source gives none. Otherwise the stratified random split."""
+    given = given_splits(frame, split)
+    names = set() if given is None else set(given.dropna())
+    if given is None or names == {"train"}:  # a DatasetDict with train alone: nothing held out
+        return stratified_split(labels, split), "random"
+    if given.isna().any() or "train" not in names:
+        raise DataError(f"the source gives splits {sorted(names)} for some rows: every row "
+                        "needs one and there must be train and a held-out split (or set "
+                        "clean.split.given: resplit)")
+    assignment = given.copy().astype(object)
+    how = "given " + "/".join(n for n in SPLITS if n in names)
+    if "test" not in names:
+        assignment[assignment == "val"] = "test"
+        how += " (its val is the test split)"
+    if "val" in set(assignment) or split.val == 0:
+        return assignment, how
+    share = split.val / (split.train + split.val)  # of train, as the configured ratio says
+    train = assignment.index[assignment == "train"]
+    carve = SplitConfig(train=1 - share, val=0.0, test=share, seed=split.seed)
+    carved = stratified_split(labels.loc[train], carve)
+    assignment.loc[carved.index[carved == "test"]] = "val"
+    return assignment, how + f", val carved from train ({share:.0%} of it)"
+
+
+def within_split(key: pd.Series | pd.DataFrame, frame: pd.DataFrame,
+                 split: SplitConfig) -> pd.DataFrame:
+    """A de-duplication key that includes the given split: a row repeated in two given splits
+    is kept in both, so validation names the leak instead of clean hiding it."""
+    key = key.to_frame() if isinstance(key, pd.Series) else key
+    given = given_splits(frame, split)
+    return key if given is None else key.assign(_given_split=given.to_numpy())
+
+
 def frame_digest(frame: pd.DataFrame) -> str:
     """Content digest of a frame (order-sensitive), for lineage and caching."""
     hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
@@ -173,5 +219,7 @@ def report_lines(report: dict, example_col: str) -> list[str]:
         lines.append("  class balance (train): " + ", ".join(
             f"{k} {v} ({v / total:.0%})" for k, v in train.items()))
     sizes = report["split_sizes"]
-    lines.append(f"  splits: train {sizes['train']}, val {sizes['val']}, test {sizes['test']}")
+    how = report.get("splits_from", "random")
+    lines.append(f"  splits: train {sizes['train']}, val {sizes['val']}, test {sizes['test']}"
+                 + ("" if how == "random" else f"; {how}"))
     return lines

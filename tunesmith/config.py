@@ -29,7 +29,8 @@ from tunesmith.training.options import TrainOptions, resolve_defaults
 
 TaskType = Literal["text-classification", "causal-lm", "image-classification"]
 # json: one array of objects (the Alpaca file shape); folder: <label>/*.png
-SourceFormat = Literal["csv", "tsv", "json", "jsonl", "parquet", "hf", "folder"]
+# files: a folder of tables named by split (train.csv, dev.tsv, test.jsonl, ...)
+SourceFormat = Literal["csv", "tsv", "json", "jsonl", "parquet", "hf", "folder", "files"]
 PARAMS_FILE = "params.yaml"
 DATASETS_DIR = "datasets"
 
@@ -63,6 +64,7 @@ class ColumnsConfig(Strict):
     input: str | None = None
     prompt: str | None = None
     response: str | None = None
+    split: str | None = None  # a column naming each row's split (train, val, test, dev, ...)
 
 
 class SplitConfig(Strict):
@@ -70,6 +72,10 @@ class SplitConfig(Strict):
     val: float = Field(0.1, ge=0, le=1)
     test: float = Field(0.1, ge=0, le=1)
     seed: int = 42
+    # Splits the source already has (train/ and val/ folders, per-split files, a split
+    # column, a saved DatasetDict): keep them (its held-out split is the test split; val is
+    # carved from train when none is given, train:val as above), or resplit everything.
+    given: Literal["keep", "resplit"] = "keep"
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> SplitConfig:

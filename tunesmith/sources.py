@@ -16,6 +16,11 @@ import pandas as pd
 from tunesmith.config import SourceConfig
 from tunesmith.errors import DataError
 
+# Split names a source may use (folders, file stems, DatasetDict keys, a split column), as
+# the pipeline's three: a given held-out split that is not "test" becomes test (clean).
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val",
+               "validation": "val", "dev": "val", "test": "test", "testing": "test"}
+GIVEN_SPLIT = "split"  # the ingested rows' column holding the given split, when there is one
 EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl",
               ".parquet": "parquet", ".pq": "parquet"}
 
@@ -29,13 +34,41 @@ def source_format(src: SourceConfig, path: Path) -> str:
     if src.format:
         return src.format
     if path.is_dir():
-        return "hf"
+        return "files" if split_files(path) and not _saved_dataset(path) else "hf"
     suffix = path.suffix.lower()
     if suffix == ".txt":
         return "csv"
     if suffix not in EXTENSIONS:
         raise DataError(f"{path}: can't infer the format from '{suffix}'; set source.format")
     return EXTENSIONS[suffix]
+
+
+def _saved_dataset(path: Path) -> bool:
+    return any((path / f).is_file() for f in ("dataset_dict.json", "state.json"))
+
+
+def split_files(folder: Path) -> dict[str, Path]:
+    """{split: file} for a folder of tables named by split (train.csv, dev.tsv, ...)."""
+    found: dict[str, Path] = {}
+    for f in sorted(folder.iterdir()):
+        split = SPLIT_NAMES.get(f.stem.lower())
+        if f.is_file() and split and f.suffix.lower() in EXTENSIONS:
+            if split in found:
+                raise DataError(f"{folder}: {found[split].name} and {f.name} are both the "
+                                f"{split} split; keep one")
+            found[split] = f
+    return found
+
+
+def given_split(values: pd.Series, where: str) -> pd.Series:
+    """A source's split names as train/val/test; an unknown name is one line naming its row."""
+    names = values.astype(str).str.strip().str.lower()
+    mapped = names.map(SPLIT_NAMES)
+    if mapped.isna().any():
+        row = int(mapped.isna().to_numpy().argmax())
+        raise DataError(f"{where}: row {row + 1}: split {values.iloc[row]!r} is not one of "
+                        f"{', '.join(sorted(SPLIT_NAMES))}")
+    return mapped
 
 
 def fetch(url: str, dest: Path, max_mb: int = 2048, timeout_s: float = 60) -> Path:
@@ -126,9 +159,22 @@ def _read(path: Path, fmt: str, src: SourceConfig) -> pd.DataFrame:
         import datasets
 
         loaded = datasets.load_from_disk(str(path))
-        if isinstance(loaded, datasets.DatasetDict):
-            loaded = datasets.concatenate_datasets(list(loaded.values()))
-        return _as_str(loaded.to_pandas())
+        if not isinstance(loaded, datasets.DatasetDict):
+            return _as_str(loaded.to_pandas())
+        # A DatasetDict's splits are kept (clean.split.given), as its keys say.
+        parts = [_as_str(part.to_pandas()).assign(**{GIVEN_SPLIT: name})
+                 for name, part in loaded.items()]
+        frame = pd.concat(parts, ignore_index=True)
+        frame[GIVEN_SPLIT] = given_split(frame[GIVEN_SPLIT], f"{path} (DatasetDict keys)")
+        return frame
+    if fmt == "files":
+        parts = []
+        for split, file in split_files(path).items():
+            part = _read_table(file, src.model_copy(update={"format": None}))
+            parts.append(part.assign(**{GIVEN_SPLIT: split}))
+        if not parts:
+            raise DataError(f"{path}: no tables named by split (train.csv, val.csv, test.csv)")
+        return pd.concat(parts, ignore_index=True)
     raise DataError(f"{path}: unsupported format {fmt}")
 
 
@@ -206,11 +252,13 @@ def require_columns(frame: pd.DataFrame, needed: list[str], path: Path) -> None:
 
 
 def ingest_table(cfg: Any, staging: Path, columns: list[str]) -> tuple[pd.DataFrame, dict]:
-    """A table source (file, folder of a saved HF dataset, or URL) copied into `staging`.
+    """A table source (file, folder of a saved HF dataset or of per-split tables, or URL)
+    copied into `staging`.
 
-    Returns its rows (the `columns` it must have, every value a str) and the manifest
-    fields. No timestamp in the manifest: the same source must give byte-identical outputs,
-    or DVC and the step cache would see a change where there is none.
+    Returns its rows (the `columns` it must have, every value a str, plus GIVEN_SPLIT when
+    the source names each row's split) and the manifest fields. No timestamp in the
+    manifest: the same source must give byte-identical outputs, or DVC and the step cache
+    would see a change where there is none.
     """
     src_path = cfg.source.path
     if is_url(src_path):
@@ -231,8 +279,14 @@ def ingest_table(cfg: Any, staging: Path, columns: list[str]) -> tuple[pd.DataFr
             shutil.copyfile(local, copy)
     stored = copy if copy.exists() else local
     frame = read_table(stored, cfg.source, shown=local)  # a DataError names the source file
-    require_columns(frame, columns, local)
+    by_column = cfg.columns.split
+    require_columns(frame, columns + ([by_column] if by_column else []), local)
     manifest = {"source": src_path, "format": fmt, "rows": len(frame),
                 "columns": list(frame.columns), "sha256": file_digest(stored),
                 "bytes": stored.stat().st_size}
-    return frame[columns], manifest
+    out = frame[columns].copy()
+    if by_column:
+        out[GIVEN_SPLIT] = given_split(frame[by_column], f"{local} column {by_column!r}")
+    elif GIVEN_SPLIT in frame and GIVEN_SPLIT not in columns:
+        out[GIVEN_SPLIT] = frame[GIVEN_SPLIT]
+    return out, manifest

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tunesmith.cleaning import class_balance, publish_dropped, write_splits
+from tunesmith.cleaning import class_balance, publish_dropped, within_split, write_splits
 from tunesmith.config import CleanConfig, Config
 
 SPLIT_COLUMNS = ["image", "label", "sha256", "width", "height", "path"]
@@ -53,7 +53,7 @@ def drop_bad(frame: pd.DataFrame, opts: CleanConfig) -> tuple[pd.DataFrame, dict
         conflicting = frame.groupby("sha256")["label"].transform("nunique") > 1
         if opts.drop_conflicting:
             drop(conflicting, "conflicting_label")
-        drop(frame["sha256"].duplicated(keep="first"), "duplicate_bytes")
+        drop(within_split(frame["sha256"], frame, opts.split).duplicated(), "duplicate_bytes")
     return frame, drops, dropped
 
 

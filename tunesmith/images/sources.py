@@ -16,12 +16,19 @@ import pandas as pd
 
 from tunesmith.config import Config
 from tunesmith.errors import DataError
-from tunesmith.sources import read_table, require_columns, source_format
+from tunesmith.sources import (
+    GIVEN_SPLIT,
+    SPLIT_NAMES,
+    given_split,
+    read_table,
+    require_columns,
+    source_format,
+)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-# `hotdog/train/<class>/*.jpg` style: split folders above the class folders are pooled,
-# because clean makes its own stratified, leak-free split.
-SPLIT_DIRS = {"train", "training", "val", "valid", "validation", "dev", "test", "testing"}
+# `hotdog/train/<class>/*.jpg` style: split folders above the class folders give each image
+# its split, which clean keeps (clean.split.given).
+SPLIT_DIRS = set(SPLIT_NAMES)
 MANIFEST_COLUMNS = ["image", "path", "label", "sha256", "bytes", "width", "height", "mode",
                     "format", "decodable", "error"]
 
@@ -40,7 +47,9 @@ def list_images(cfg: Config) -> tuple[pd.DataFrame, str]:
     if fmt == "folder":
         return from_folder(local), fmt
     frame = read_table(local, cfg.source)
-    require_columns(frame, [cfg.columns.image, cfg.columns.label], local)
+    by_column = cfg.columns.split
+    require_columns(frame, [cfg.columns.image, cfg.columns.label]
+                    + ([by_column] if by_column else []), local)
     rows = []
     for i, (value, label) in enumerate(zip(frame[cfg.columns.image], frame[cfg.columns.label],
                                            strict=True)):
@@ -50,18 +59,23 @@ def list_images(cfg: Config) -> tuple[pd.DataFrame, str]:
         # Relative paths are relative to the table, so the table and its images move together.
         rows.append({"file": rel if rel.is_absolute() else local.parent / rel,
                      "path": str(value).strip(), "label": label})
-    return pd.DataFrame(rows), fmt
+    listing = pd.DataFrame(rows)
+    if by_column:
+        listing[GIVEN_SPLIT] = given_split(frame[by_column], f"{local} column {by_column!r}")
+    return listing, fmt
 
 
 def from_folder(root: Path) -> pd.DataFrame:
     if not root.is_dir():
         raise DataError(f"{root}: source.format folder needs a directory of class folders")
     tops = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    class_dirs = tops
-    if tops and all(d.name.lower() in SPLIT_DIRS for d in tops):
-        class_dirs = sorted(c for d in tops for c in d.iterdir() if c.is_dir())
-    rows = [{"file": f, "path": str(f.relative_to(root)), "label": d.name}
-            for d in class_dirs for f in sorted(d.rglob("*"))
+    split_dirs = bool(tops) and all(d.name.lower() in SPLIT_DIRS for d in tops)
+    # (split or None, class folder) pairs: <split>/<class>/ or <class>/
+    class_dirs = [(SPLIT_NAMES[d.name.lower()], c) for d in tops for c in sorted(d.iterdir())
+                  if c.is_dir()] if split_dirs else [(None, d) for d in tops]
+    rows = [{"file": f, "path": str(f.relative_to(root)), "label": d.name,
+             **({GIVEN_SPLIT: split} if split_dirs else {})}
+            for split, d in class_dirs for f in sorted(d.rglob("*"))
             if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
     if not rows:
         raise DataError(f"{root}: no images found; expected {root}/<label>/*.png "
@@ -96,22 +110,25 @@ def ingest_images(cfg: Config, staging: Path) -> tuple[pd.DataFrame, dict]:
     if local.is_file():
         shutil.copyfile(local, staging / ("source" + local.suffix))
     rows, total = [], 0
-    for item in listing.itertuples(index=False):
-        row = {"image": None, "path": item.path, "label": item.label, "sha256": None,
+    given = GIVEN_SPLIT in listing
+    for item in listing.to_dict("records"):
+        row = {"image": None, "path": item["path"], "label": item["label"], "sha256": None,
                "bytes": None, "width": None, "height": None, "mode": None, "format": None,
-               "decodable": False, "error": None}
-        if not Path(item.file).is_file():
+               "decodable": False, "error": None,
+               **({GIVEN_SPLIT: item[GIVEN_SPLIT]} if given else {})}
+        file = Path(item["file"])
+        if not file.is_file():
             row["error"] = "missing file"
         else:
-            data = Path(item.file).read_bytes()
+            data = file.read_bytes()
             digest = hashlib.sha256(data).hexdigest()
-            stored = f"images/{digest[:20]}{Path(item.file).suffix.lower()}"
+            stored = f"images/{digest[:20]}{file.suffix.lower()}"
             if not (staging / stored).exists():
                 (staging / stored).write_bytes(data)
             total += len(data)
             row.update(image=stored, sha256=digest, bytes=len(data), **probe(data))
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    frame = pd.DataFrame(rows, columns=MANIFEST_COLUMNS + ([GIVEN_SPLIT] if given else []))
     for col in ("bytes", "width", "height"):
         frame[col] = frame[col].astype("Int64")
     frame["label"] = frame["label"].map(lambda v: None if v is None else str(v))

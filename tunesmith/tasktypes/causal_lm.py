@@ -99,7 +99,7 @@ def read_source(cfg: Config, staging: Path) -> tuple[pd.DataFrame, dict]:
 
     mapped = _mapped(cfg)
     frame, manifest = ingest_table(cfg, staging, list(mapped.values()))
-    frame = frame.set_axis(list(mapped), axis=1)
+    frame = frame.rename(columns={col: role for role, col in mapped.items()})
     if "messages" in frame:
         frame["messages"] = frame["messages"].map(_as_text)
     return frame, manifest
@@ -132,9 +132,10 @@ def split_turns(messages: list[dict[str, str]]) -> tuple[list[dict[str, str]], s
 def clean(cfg: Config, staging: Path) -> dict:
     """Every row as `messages` (dropped by reason when it is not a usable conversation),
     contents Unicode-normalised and stripped (whitespace inside kept: code and lists need
-    it), duplicates dropped; a random split. Splits hold `messages` (JSON), `context` (JSON:
-    the conversation before its last answer, the leak check's key), `prompt` (the last user
-    turn, for reading) and `response` (the last assistant turn, the reference)."""
+    it), duplicates dropped; the source's splits, else a random one. Splits hold `messages`
+    (JSON), `context` (JSON: the conversation before its last answer, the leak check's key),
+    `prompt` (the last user turn, for reading) and `response` (the last assistant turn, the
+    reference)."""
     import unicodedata
 
     import pandas as pd
@@ -158,6 +159,8 @@ def clean(cfg: Config, staging: Path) -> dict:
                       for m in msgs])
     frame = pd.DataFrame({"messages": [json.dumps(c, ensure_ascii=False) if c else None
                                        for c in convs]}, index=raw.index)
+    if "split" in raw:  # the source's own splits (sources.GIVEN_SPLIT)
+        frame["split"] = raw["split"]
     drops: dict[str, dict] = {}
     dropped: list[pd.DataFrame] = []
     for reason in sorted({r for r, _ in errors.values()}):
@@ -182,16 +185,18 @@ def clean(cfg: Config, staging: Path) -> dict:
             frame = frame.loc[~mask]
 
     if opts.dedup:
-        drop(frame.duplicated("messages", keep="first"), "duplicate_exact")
+        drop(C.within_split(frame["messages"], frame, opts.split).duplicated(),
+             "duplicate_exact")
         key = C.dedup_key(frame["messages"])
-        drop(key.duplicated(keep="first"), "duplicate_normalised")
+        drop(C.within_split(key, frame, opts.split).duplicated(), "duplicate_normalised")
     C.require_rows(frame, drops, rows_in, cfg.source.path, labelled=False)
-    assignment = C.stratified_split(pd.Series("all", index=frame.index), opts.split)
+    assignment, splits_from = C.assign_splits(frame, pd.Series("all", index=frame.index),
+                                              opts.split)
     C.publish_dropped(staging, dropped)
     turns = frame["messages"].map(lambda m: sum(x["role"] == "assistant" for x in json.loads(m)))
     system = frame["messages"].map(lambda m: json.loads(m)[0]["role"] == "system")
     return {"rows_in": rows_in, "rows_out": len(frame), "dropped": drops,
-            "text_chars": C.length_stats(frame["prompt"]),
+            "splits_from": splits_from, "text_chars": C.length_stats(frame["prompt"]),
             "response_chars": C.length_stats(frame["response"]),
             "conversations": {"multi_turn": int((turns > 1).sum()),
                               "with_system": int(system.sum())},

@@ -92,7 +92,7 @@ def clean(cfg: Config, staging: Path) -> dict:
     """Drop what can't train (broken, tiny, duplicate files), convert to RGB, split."""
     import pandas as pd
 
-    from tunesmith.cleaning import map_labels, require_rows, stratified_split
+    from tunesmith.cleaning import assign_splits, map_labels, require_rows
     from tunesmith.images.cleaning import drop_bad, write_outputs
     from tunesmith.jsonio import read_json
 
@@ -103,10 +103,9 @@ def clean(cfg: Config, staging: Path) -> dict:
                                 cfg.name)
     frame, drops, dropped = drop_bad(frame, cfg.clean)
     require_rows(frame, drops, rows_in, cfg.source.path, labelled=True)
-    report = write_outputs(cfg, staging, frame,
-                           stratified_split(frame["label"], cfg.clean.split), drops, dropped,
-                           rows_in)
-    return {**report, "decodable": decodable}
+    assignment, splits_from = assign_splits(frame, frame["label"], cfg.clean.split)
+    report = write_outputs(cfg, staging, frame, assignment, drops, dropped, rows_in)
+    return {**report, "decodable": decodable, "splits_from": splits_from}
 
 
 def describe(root: Path, src: Any, columns: dict[str, str | None],

@@ -59,12 +59,13 @@ def read_source(cfg: Config, staging: Path) -> tuple[pd.DataFrame, dict]:
 
     columns = [cfg.columns.text, cfg.columns.label]
     frame, manifest = ingest_table(cfg, staging, columns)
-    return frame.set_axis(list(ROLES), axis=1), manifest
+    return frame.rename(columns=dict(zip(columns, ROLES, strict=True))), manifest
 
 
 def clean(cfg: Config, staging: Path) -> dict:
     """Normalise, map labels, drop bad rows by reason, de-duplicate (a normalised text with
-    two labels is a conflict), then the stratified, leak-free split."""
+    two labels is a conflict), then the splits: the source's own (cleaning.assign_splits),
+    else the stratified, leak-free split."""
     import pandas as pd
 
     from tunesmith import cleaning as C
@@ -89,7 +90,8 @@ def clean(cfg: Config, staging: Path) -> dict:
     drop(frame["text"].str.len() > opts.max_chars, "too_long")
     conflicts: list[dict] = []
     if opts.dedup:
-        drop(frame.duplicated(["text", "label"], keep="first"), "duplicate_exact")
+        drop(C.within_split(frame[["text", "label"]], frame, opts.split).duplicated(),
+             "duplicate_exact")
         key = C.dedup_key(frame["text"])
         conflicting = frame.groupby(key)["label"].transform("nunique") > 1
         sample = frame.loc[conflicting].assign(key=key[conflicting]).sort_values("key").head(10)
@@ -97,11 +99,13 @@ def clean(cfg: Config, staging: Path) -> dict:
                      for i, r in sample.iterrows()]
         if opts.drop_conflicting:
             drop(conflicting, "conflicting_label")
-        drop(C.dedup_key(frame["text"]).duplicated(keep="first"), "duplicate_normalised")
+        drop(C.within_split(C.dedup_key(frame["text"]), frame, opts.split).duplicated(),
+             "duplicate_normalised")
     C.require_rows(frame, drops, rows_in, source, labelled=True)
-    assignment = C.stratified_split(frame["label"], opts.split)
+    assignment, splits_from = C.assign_splits(frame, frame["label"], opts.split)
     C.publish_dropped(staging, dropped)
     return {"rows_in": rows_in, "rows_out": len(frame), "dropped": drops,
+            "splits_from": splits_from,
             "conflicting_labels": conflicts, "text_chars": C.length_stats(frame["text"]),
             "class_balance": C.class_balance(frame, assignment),
             **C.write_splits(staging, frame, assignment, list(ROLES))}

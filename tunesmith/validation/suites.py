@@ -129,7 +129,8 @@ def cross_split_batches(cfg: Config, frames: dict[str, pd.DataFrame], key: str) 
             gxe.ExpectColumnDistinctValuesToContainSet(column="label",
                                                        value_set=list(cfg.labels)),
             # Splits must be disjoint: a row in two splits leaks test data into training.
-            gxe.ExpectColumnValuesToBeInSet(column="in_other_split", value_set=[False]),
+            gxe.ExpectColumnValuesToBeInSet(column="in_other_split", value_set=[False],
+                                            **bounded_by("clean.split.given")),
         ], row_id=["split", "row", key]),
         Batch("class_shares", shares[["label", "rows", "share"]], [
             gxe.ExpectColumnValuesToBeBetween(column="share", min_value=v.min_class_share,
@@ -169,6 +170,7 @@ def causal_lm(cfg: Config, frames: dict[str, pd.DataFrame]) -> list[Batch]:
             gxe.ExpectTableRowCountToBeBetween(min_value=v.min_rows, max_value=v.max_rows,
                                                **bounded_by("validate.min_rows",
                                                             "validate.max_rows")),
-            gxe.ExpectColumnValuesToBeInSet(column="in_other_split", value_set=[False]),
+            gxe.ExpectColumnValuesToBeInSet(column="in_other_split", value_set=[False],
+                                            **bounded_by("clean.split.given")),
         ], row_id=["split", "row", "context"]))
     return batches
