@@ -477,3 +477,32 @@ def test_a_new_head_is_one_line_not_transformers_load_report(tmp_path, caplog, c
     assert note == "new head: classifier, 2 labels"
     assert [r.levelno for r in caplog.records] == [logging.WARNING]
     assert "bert.encoder.layer.0.output.dense.weight" in caplog.records[0].getMessage()
+
+
+def test_a_resized_image_head_and_lora_warn_nothing(tiny_resnet, tiny_bert, caplog, capsys):
+    """Warnings the user can do nothing about are handled where they start: the image head
+    resized from the checkpoint's labels (transformers: "num_labels=2 is incompatible to the
+    id2label map of length 3", every image run) and peft reading a deprecated transformers
+    property ("is_gradient_checkpointing is deprecated", every LoRA run)."""
+    import logging
+    import warnings
+
+    from transformers import AutoModelForSequenceClassification
+
+    from tunesmith import tasktypes
+    from tunesmith.training.methods import apply_method, load_pretrained
+    from tunesmith.training.options import LoraOptions, TrainOptions
+
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        images = tasktypes.get("image-classification")
+        model = images.load_model(str(tiny_resnet), ["a", "b"], TrainOptions(method="full"))
+        assert model.config.num_labels == 2
+        lora = TrainOptions(method="lora", lora=LoraOptions(r=2, alpha=4))
+        bert = load_pretrained(AutoModelForSequenceClassification, str(tiny_bert), lora,
+                               labels=["neg", "pos"])
+        apply_method(bert, lora, labelled=True, peft_task="SEQ_CLS")
+    said = [str(w.message) for w in caught] + [r.getMessage() for r in caplog.records]
+    out = capsys.readouterr()
+    assert not [m for m in said if "num_labels" in m or "deprecated" in m], said
+    assert "incompatible" not in out.out + out.err

@@ -18,6 +18,9 @@ DEFAULTS = {
     # transformers' "Loading weights" / "Writing model shards" bars on every load and save
     # (a dozen per run, torn across Prefect's log lines); training keeps its one bar.
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    # MLflow's "Downloading artifacts" bar on each model load in evaluate, register and
+    # predict: 4-8 redraws of a sub-second download, in flow logs as `\r` frames.
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     # Every step opens the pipeline's MLflow run; its INFO lines (system-metrics thread
     # start/stop, DB setup: 4+ per step) would bury the one-line error contract.
     "MLFLOW_LOGGING_LEVEL": "WARNING",

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
+from tunesmith.console import progress_bars
 from tunesmith.errors import EnvironmentProblem
 
 
@@ -65,7 +66,7 @@ def _encode_rust(texts: list[str], tokenizer: Any, batch_size: int) -> tuple[lis
     # Large batches keep the Rust side parallel; the bar only shows on big datasets.
     step = max(batch_size, 50_000)
     for start in tqdm(range(0, len(texts), step), desc="tokenize", unit="batch",
-                      disable=len(texts) < 200_000, leave=False):
+                      disable=len(texts) < 200_000 or not progress_bars(), leave=False):
         ids.extend(e.ids for e in tokenizer.encode_batch_fast(texts[start:start + step]))
     empty = tokenizer.encode("")
     # The special token the post-processor closes every text with ([SEP]), if any.
@@ -76,7 +77,7 @@ def _encode_rust(texts: list[str], tokenizer: Any, batch_size: int) -> tuple[lis
 def _encode_hf(texts: list[str], tokenizer: Any, batch_size: int) -> tuple[list, int | None]:
     ids: list[list[int]] = []
     for start in tqdm(range(0, len(texts), batch_size), desc="tokenize", unit="batch",
-                      disable=len(texts) < 50_000, leave=False):
+                      disable=len(texts) < 50_000 or not progress_bars(), leave=False):
         ids.extend(tokenizer(texts[start:start + batch_size], truncation=False, verbose=False,
                              return_attention_mask=False,
                              return_token_type_ids=False)["input_ids"])

@@ -172,6 +172,8 @@ class PipelineRun:
         frame = pd.read_parquet(path)
         with warnings.catch_warnings():
             # A local path matches two equivalent source types; MLflow warns and picks one.
+            # Logging the schema then hints that integer columns (an image's width and
+            # height) cannot hold missing values: a clean split has none.
             warnings.simplefilter("ignore", UserWarning)
             dataset = mlflow.data.from_pandas(
                 frame, source=str(path), name=item["name"],
@@ -179,7 +181,7 @@ class PipelineRun:
                 digest=(item.get("digest") or "")[:32] or None,
                 targets=item.get("targets") if item.get("targets") in frame else None,
             )
-        mlflow.log_input(dataset, context=item.get("context"))
+            mlflow.log_input(dataset, context=item.get("context"))
 
 
 @contextmanager

@@ -6,7 +6,10 @@ latest evaluated version) and `champion` (what `predict` serves).
 
 from __future__ import annotations
 
+import contextlib
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -156,16 +159,27 @@ def log_image_classifier(cfg: Config, model_dir: Path, labels: list[str]) -> Any
         outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]
                        + [ColSpec("double", f"prob_{label}") for label in labels]),
     )
-    return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(IMAGE_CODE),
-        artifacts={"model": str(model_dir)},
-        model_config={"batch_size": cfg.evaluate.batch_size},
-        signature=signature,
-        # No input example: it would have to be an image file that exists wherever the
-        # model is loaded; register's smoke test predicts real test images instead.
-        pip_requirements=[*_pins(), f"pillow=={PIL.__version__}"],
-    )
+    with no_example_hint():
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(IMAGE_CODE),
+            artifacts={"model": str(model_dir)},
+            model_config={"batch_size": cfg.evaluate.batch_size},
+            signature=signature,
+            # No input example: it would have to be an image file that exists wherever the
+            # model is loaded; register's smoke test predicts real test images instead.
+            pip_requirements=[*_pins(), f"pillow=={PIL.__version__}"],
+        )
+
+
+@contextlib.contextmanager
+def no_example_hint() -> Iterator[None]:
+    """MLflow's "An input example was not provided" UserWarning, silenced for the models
+    that have a signature and no possible example (image paths exist only where logged)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*An input example was not provided",
+                                category=UserWarning)
+        yield
 
 
 def log_baseline_classifier(cfg: Config, baseline_dir: Path, labels: list[str],
@@ -191,12 +205,13 @@ def log_baseline_classifier(cfg: Config, baseline_dir: Path, labels: list[str],
         pins.append(f"pillow=={PIL.__version__}")
     example = pd.DataFrame({"text": ["an example text to classify"]}) \
         if input_column == "text" else None
-    return mlflow.pyfunc.log_model(
-        name=BASELINE_MODEL, python_model=str(BASELINE_CODE),
-        artifacts={"baseline": str(baseline_dir)},
-        model_config={"labels": list(labels), "input": input_column},
-        signature=signature, input_example=example, pip_requirements=pins,
-    )
+    with no_example_hint():
+        return mlflow.pyfunc.log_model(
+            name=BASELINE_MODEL, python_model=str(BASELINE_CODE),
+            artifacts={"baseline": str(baseline_dir)},
+            model_config={"labels": list(labels), "input": input_column},
+            signature=signature, input_example=example, pip_requirements=pins,
+        )
 
 
 def smoke_test(uri: str, inputs: Any, expect: tuple[str, ...], serve: Any) -> None:

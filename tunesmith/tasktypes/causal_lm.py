@@ -568,6 +568,7 @@ def serve(model: Any, inputs: pd.DataFrame, options: dict[str, Any]) -> pd.DataF
     samples with top_k 1 by default, see store.log_chat_model); `response`."""
     import pandas as pd
 
+    _quiet_bpe_cleanup()
     answers = []
     for prompt in inputs["prompt"]:
         request: dict[str, Any] = {"messages": [{"role": "user", "content": str(prompt)}],
@@ -577,6 +578,21 @@ def serve(model: Any, inputs: pd.DataFrame, options: dict[str, Any]) -> pd.DataF
         reply = model.predict(request)
         answers.append(reply[0]["choices"][0]["message"]["content"].strip())
     return pd.DataFrame({"response": answers})
+
+
+def _quiet_bpe_cleanup() -> None:
+    """MLflow's chat model decodes with clean_up_tokenization_spaces=True; transformers 5
+    ignores it for BPE tokenizers (rightly: it would strip spaces) and logs a warning the
+    user can do nothing about, in every register and predict. Drop that record only."""
+    import logging
+
+    class BpeCleanupNote(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not str(record.msg).startswith("Ignoring clean_up_tokenization_spaces")
+
+    target = logging.getLogger("transformers.tokenization_utils_tokenizers")
+    if not any(type(f).__name__ == "BpeCleanupNote" for f in target.filters):
+        target.addFilter(BpeCleanupNote())
 
 
 def input_columns(cfg: Config) -> list[str]:

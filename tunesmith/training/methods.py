@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -77,7 +78,9 @@ def label_kwargs(labels: list[str] | None) -> dict[str, Any]:
     """from_pretrained kwargs for a head sized to `labels` (none for a language model)."""
     if labels is None:
         return {}
-    return {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+    # id2label alone sizes the head: with num_labels too, a checkpoint whose config has 1,000
+    # ImageNet labels warned "num_labels=2 ... incompatible to the id2label map" every run.
+    return {"id2label": dict(enumerate(labels)),
             "label2id": {name: i for i, name in enumerate(labels)}}
 
 
@@ -234,5 +237,10 @@ def wrap_lora(model: nn.Module, opts: TrainOptions, labelled: bool,
         # GPT-2 stores its projections as Conv1D (weight transposed).
         fan_in_fan_out=model.config.model_type == "gpt2",
     )
-    model = get_peft_model(model, config)
-    return model
+    with warnings.catch_warnings():
+        # peft 0.21 reads transformers 5's deprecated `is_gradient_checkpointing` alias in
+        # PeftModel.__init__: a FutureWarning on every LoRA run that the user can do nothing
+        # about (tests/test_train.py checks LoRA warns nothing).
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                                category=FutureWarning)
+        return get_peft_model(model, config)

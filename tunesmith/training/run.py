@@ -34,6 +34,7 @@ from transformers import (
 from transformers.trainer_callback import ProgressCallback
 
 from tunesmith import faults, gcpolicy, tasktypes
+from tunesmith.console import progress_bars
 from tunesmith.errors import ConfigError
 from tunesmith.training.callbacks import EpochLog, FaultPoints, QuietProgress
 from tunesmith.training.data import (
@@ -437,7 +438,8 @@ def train_model(req: TrainRequest) -> TrainSummary:
         packed=packed,
     )
     trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(QuietProgress)
+    if progress_bars():  # off a terminal, EpochLog's line per epoch is the progress
+        trainer.add_callback(QuietProgress)
 
     resume = last_complete_checkpoint(ckpt)
     if resume and args.process_index == 0:
