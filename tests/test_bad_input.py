@@ -250,6 +250,10 @@ ELSEWHERE = {
                                           "test_flow_stops_at_validate_and_registers_nothing",
     "dataset add whose check fails": "tests/test_datasets_cli.py::"
                                      "test_a_failed_add_leaves_nothing_behind",
+    "a number out of its range (every numeric setting)":
+        "tests/test_bad_input.py::test_every_numeric_setting_is_checked_for_its_range",
+    "a number out of its range through run or tune":
+        "tests/test_bad_input.py::test_a_setting_out_of_range_stops_run_and_tune_in_one_line",
 }
 
 
@@ -323,3 +327,52 @@ def test_the_documented_table_is_the_tested_one():
     assert len(faults) >= 7
     for file, func in faults:
         assert re.search(rf"def {func}\(", (REPO / "tests" / file).read_text()), func
+
+
+def _range_cases() -> list[tuple[str, str]]:
+    """(key=value, the key named) for every range-checked training option at a bad value,
+    and the pydantic-bounded sections' numbers."""
+    from tunesmith.training.options import RANGES, LoraOptions, TrainOptions
+
+    bad = {(0, None, True, True): -1, (1, None, True, True): 0, (0, None, False, True): 0,
+           (0, 1, True, False): 1, (0, 1, False, True): 0}
+    cases = []
+    for name, bounds in RANGES.items():
+        owner = "train." if hasattr(TrainOptions, name) or name in TrainOptions.__annotations__ \
+            else "train.lora." if name in LoraOptions.__annotations__ else None
+        if owner:
+            cases.append((f"{owner}{name}={bad[bounds]}", f"{owner}{name}"))
+    cases += [("train.max_steps=0", "train.max_steps"),
+              ("train.stages=[{epochs: 0}]", "train.stages.0.epochs"),
+              ("tokenize.max_length=4", "tokenize.max_length"),
+              ("validate.min_rows=-1", "validate.min_rows"),
+              ("register.margin=-0.1", "register.margin"),
+              ("tune.trials=0", "tune.trials"), ("evaluate.batch_size=0", "evaluate.batch_size")]
+    return cases
+
+
+@pytest.mark.parametrize(("pair", "key"), _range_cases())
+def test_every_numeric_setting_is_checked_for_its_range(pair, key, project, monkeypatch, capsys):
+    """Before any step runs: one line naming the key and its range, exit 2, nothing written
+    (a batch of 0 rows, a negative learning rate and 0 trials were accepted before)."""
+    result = run_cli(["step", "train", "--dataset", "toy", "--set", pair], project,
+                     monkeypatch, capsys)
+    assert result.code == 2, (pair, result.err)
+    errors = [line for line in result.err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and f"--set: {key}: " in errors[0], (pair, result.err)
+    assert re.search(r"must be|greater than|less than", errors[0]), errors[0]
+    assert not (project / "data" / "raw").exists()
+
+
+@pytest.mark.parametrize("door", ["run", "tune", "tune --trials"])
+def test_a_setting_out_of_range_stops_run_and_tune_in_one_line(door, project, monkeypatch,
+                                                              capsys):
+    args = {"run": ["run", "--dataset", "toy", "--set", "train.lr=-1"],
+            "tune": ["tune", "--dataset", "toy", "--set", "train.batch_size=0"],
+            "tune --trials": ["tune", "--dataset", "toy", "--trials", "0"]}[door]
+    result = run_cli(args, project, monkeypatch, capsys)
+    assert result.code == 2, result.err
+    errors = [line for line in result.err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "must be" in errors[0], result.err
+    assert "best val" not in result.out  # tune printed a "best" value of zero trials before
+    assert not (project / "data" / "raw").exists()

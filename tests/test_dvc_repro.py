@@ -101,6 +101,15 @@ def test_a_bad_config_fails_at_the_first_stage_in_one_line(tmp_path: Path, tiny_
     out = sh(["dvc", "repro"], repo, ok=False)
     assert ran(out) == {"toy-inputs"}  # nothing ran past the config check
     assert "error: " in out and "datasets/toy.yaml: train.methd: unknown key" in out
+    # A number out of its range (params.yaml, where `dvc exp run -S` writes) stops there too.
+    path.write_text(path.read_text().replace("train: {methd: lora}\n", ""))
+    params = repo / "params.yaml"
+    text = params.read_text()
+    assert "  warmup_ratio: 0.06\n" in text
+    params.write_text(text.replace("  warmup_ratio: 0.06\n", "  warmup_ratio: 1.5\n", 1))
+    out = sh(["dvc", "repro"], repo, ok=False)
+    assert ran(out) == {"toy-inputs"}
+    assert "params.yaml: train.warmup_ratio: must be in [0, 1), got 1.5" in out
 
 
 def test_a_moved_source_asks_for_dvc_yaml(tmp_path: Path, tiny_bert: Path):

@@ -377,8 +377,8 @@ def test_schedulers_warmup_and_accumulation(tiny_bert, tokenized, tmp_path, sche
 
 
 def test_early_stopping_and_best_checkpoint(tiny_bert, tokenized, tmp_path):
-    # lr 0: the metric never improves, so patience 1 stops after the second evaluation.
-    summary = train_model(request(tiny_bert, tokenized, tmp_path, epochs=5, lr=0.0,
+    # lr 1e-12: the metric never improves, so patience 1 stops after the second evaluation.
+    summary = train_model(request(tiny_bert, tokenized, tmp_path, epochs=5, lr=1e-12,
                                   early_stopping_patience=1, gradient_checkpointing=True))
     assert summary.epochs_run == 2 and summary.best_epoch == 1
 

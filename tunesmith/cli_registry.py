@@ -100,6 +100,11 @@ def predict(
 
     if bool(texts) == bool(input):
         raise typer.BadParameter("give either TEXT arguments or --input FILE (one of them)")
+    if max_new_tokens < 1 or temperature < 0:
+        from tunesmith.errors import ConfigError
+
+        raise ConfigError(f"--max-new-tokens must be >= 1 (got {max_new_tokens}) and "
+                          f"--temperature >= 0 (got {temperature:g})")
     cfg = load_config(dataset, overrides=set_ or [])
     task = tasktypes.get(cfg.task)
     if input is not None:

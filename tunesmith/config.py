@@ -71,7 +71,7 @@ class SplitConfig(Strict):
     train: float = Field(0.8, ge=0, le=1)
     val: float = Field(0.1, ge=0, le=1)
     test: float = Field(0.1, ge=0, le=1)
-    seed: int = 42
+    seed: int = Field(42, ge=0)
     # Splits the source already has (train/ and val/ folders, per-split files, a split
     # column, a saved DatasetDict): keep them (its held-out split is the test split; val is
     # carved from train when none is given, train:val as above), or resplit everything.
@@ -103,7 +103,7 @@ class ValidateConfig(Strict):
     """Expectations checked by Great Expectations on every split."""
 
     min_rows: int = Field(20, ge=0)  # whole cleaned dataset
-    max_rows: int | None = None
+    max_rows: int | None = Field(None, ge=1)
     min_split_rows: int = Field(1, ge=0)
     max_text_chars: int = Field(5000, ge=1)
     min_text_chars: int = Field(1, ge=0)
@@ -151,7 +151,8 @@ class RegisterConfig(Strict):
     """The champion gate."""
 
     thresholds: dict[str, float] = Field(default_factory=lambda: {"f1_macro": 0.0})
-    margin: float = 0.0  # candidate must beat the champion's primary metric by this much
+    # the candidate must beat the champion's primary metric by this much
+    margin: float = Field(0.0, ge=0)
     primary_metric: str | None = None  # None: the task type's PRIMARY_METRIC
     require_beat_baseline: bool = True
     # Classification: when the classical baseline (TF-IDF+LR, pixels+histogram LR) beats the
@@ -336,6 +337,9 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def _has_key(tree: dict[str, Any], loc: tuple[Any, ...]) -> bool:
     node: Any = tree
     for part in loc:
+        if isinstance(node, list) and str(part).isdigit() and int(part) < len(node):
+            node = node[int(part)]
+            continue
         if not isinstance(node, dict) or str(part) not in {str(k) for k in node}:
             return False
         node = next(v for k, v in node.items() if str(k) == str(part))
@@ -369,13 +373,17 @@ def load_config(
         # A union type's member names ("float", "literal['auto']") are not keys.
         loc = tuple(str(p).rstrip("_") for p in err["loc"] if str(p) not in _UNION_TAGS
                     and not str(p).startswith("literal["))
+        msg = err["msg"].removeprefix("Value error, ")
+        key, sep, rest = msg.partition(": ")
+        if sep and loc and key.startswith(loc[0] + "."):  # training options name their key
+            index = next((p for p in loc if p.isdigit()), "")  # train.stages[].epochs
+            loc, msg = tuple(key.replace("[]", f".{index}" if index else "").split(".")), rest
         origin = (
             "--set" if loc and _has_key(cli, loc) else
             str(dataset_path) if _has_key(dataset, loc) or not _has_key(params, loc) else
             str(params_path)
         )
         where = ".".join(loc) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             msg = "unknown key"
         raise ConfigError(f"{origin}: {where}: {msg}") from None

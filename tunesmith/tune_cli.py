@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tunesmith.errors import ConfigError
 from tunesmith.tune import TuneResult, TuneRuns, fmt_value, search, space_of
 
 if TYPE_CHECKING:
@@ -73,6 +74,10 @@ def run_cli(dataset: str, overrides: list[str], trials: int | None, space: list[
     from tunesmith.config import load_config
     from tunesmith.tracking import start_side_run
 
+    if trials is not None and trials < 1:  # 0 trials still printed a "best" value
+        raise ConfigError(f"--trials: must be >= 1, got {trials}")
+    if epochs is not None and not epochs > 0:
+        raise ConfigError(f"--epochs: must be > 0, got {epochs:g}")
     cfg = load_config(dataset, overrides=overrides)
     dims = space_of(cfg, space)  # a bad --space fails before any work
     prepare(cfg, echo)

@@ -92,6 +92,51 @@ def resolve_defaults(opts: TrainOptions,
     return opts
 
 
+# ------------------------------------------------------------- allowed ranges
+# field -> (low, high, low allowed, high allowed); None: unbounded. A value outside is one
+# line naming the key when the config loads (pydantic calls __post_init__) and when a
+# launched worker builds its options, instead of a traceback steps later (a batch of 0 rows
+# trained "fine" until the Trainer divided by it).
+Range = tuple[float | None, float | None, bool, bool]
+POSITIVE: Range = (0, None, False, True)
+AT_LEAST_0: Range = (0, None, True, True)
+AT_LEAST_1: Range = (1, None, True, True)
+SHARE: Range = (0, 1, True, False)  # [0, 1)
+RANGES: dict[str, Range] = {
+    "epochs": POSITIVE, "lr": POSITIVE, "batch_size": AT_LEAST_1, "batch_tokens": AT_LEAST_0,
+    "eval_batch_size": AT_LEAST_1, "grad_accum": AT_LEAST_1, "max_grad_norm": POSITIVE,
+    "weight_decay": AT_LEAST_0, "warmup_ratio": SHARE, "momentum": SHARE,
+    "head_lr_mult": POSITIVE, "layer_decay": (0, 1, False, True), "eval_every_steps": AT_LEAST_0,
+    "log_every_steps": AT_LEAST_1, "early_stopping_patience": AT_LEAST_0,
+    "save_total_limit": AT_LEAST_1, "processes": AT_LEAST_1, "nodes": AT_LEAST_1,
+    "seed": AT_LEAST_0, "augment_min_scale": (0, 1, False, True),
+    # lora.*, stages[].*
+    "r": AT_LEAST_1, "alpha": POSITIVE, "dropout": SHARE, "lr_scale": AT_LEAST_0,
+}
+
+
+def check_ranges(obj: object, prefix: str) -> None:
+    """Raise ValueError naming `prefix.field` and its range for the first value outside it."""
+    for name, (low, high, low_ok, high_ok) in RANGES.items():
+        value = getattr(obj, name, None)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue  # unset (None) or a word ("auto"): checked by its type
+        if (low is not None and (value < low or (value == low and not low_ok))) or \
+                (high is not None and (value > high or (value == high and not high_ok))):
+            raise ValueError(f"{prefix}{name}: must be {_shown(low, high, low_ok, high_ok)}, "
+                             f"got {value:g}")
+    steps = getattr(obj, "max_steps", None)
+    if isinstance(steps, int) and steps != -1 and steps < 1:
+        raise ValueError(f"{prefix}max_steps: must be -1 (off: train.epochs decide) or >= 1, "
+                         f"got {steps}")
+
+
+def _shown(low, high, low_ok, high_ok) -> str:
+    if high is None:
+        return f"{'>=' if low_ok else '>'} {low:g}"
+    return f"in {'[' if low_ok else '('}{low:g}, {high:g}{']' if high_ok else ')'}"
+
+
 @dataclass
 class LoraOptions:
     """peft LoRA settings; empty `target_modules` means the per-family default."""
@@ -102,6 +147,9 @@ class LoraOptions:
     alpha: int = 16
     dropout: float = 0.1
     target_modules: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "train.lora.")
 
 
 @dataclass
@@ -118,6 +166,9 @@ class Stage:
     epochs: int = 1
     unfreeze: str | int = "head"
     lr_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "train.stages[].")
 
 
 @dataclass
@@ -199,6 +250,9 @@ class TrainOptions:
     # 241 packed vs 284 tokens/s length-grouped and padded at batch 8, 192 vs 288 at 32, and
     # 32 Alpaca rows packed took 19.5 GB (docs/training.md).
     packing: bool | Literal["auto"] = "auto"
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "train.")
 
 
 def options_from_dict(values: dict) -> TrainOptions:
