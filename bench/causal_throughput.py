@@ -2,20 +2,25 @@
 
     python bench/causal_throughput.py [--rows 256] [--epochs 1] [--batch 8] [--repeats 3]
                                       [--method lora] [--quick]
+    ALPACA_JSON=alpaca_data.json python bench/causal_throughput.py --data alpaca --rows 160 \
+        --max-length 512 --batch 32 --plain-batch 8 [--modes plain grouped tunesmith]
+        [--option batch_tokens=768 ...]
 
 Same model (SmolLM2-135M-Instruct, offline; `--quick`: a 2-layer Llama with its tokenizer),
-same rows (SST-2 reviews as instructions, "Review: ... Is it positive or negative?" -> the
-label word, rendered with the model's chat template, loss on the answer only: identical
-input_ids and labels on both sides), same LoRA (or full) settings, learning rate, batch size
-and whole epochs. Baseline, what a user writes from the TRL/HF docs: Trainer +
-DataCollatorForSeq2Seq (pads each batch to its longest row, labels with -100), random order;
-`grouped` is that script plus `train_sampling_strategy="group_by_length"` (one flag, the
-strongest plain script; ratios are printed against both).
-tunesmith: `train_model` as `tunesmith step train` runs it (padding-free packing, length
-grouping). Throughput = real (non-pad) tokens trained / the summed duration of the
-optimizer steps (a callback times each step, so evaluation and checkpoints are left out;
-every row is trained once per epoch on both sides, so the token count is the same). Each run
-is a subprocess; configs interleaved per repeat; medians. Target (issue 14): >= 1.3x.
+same rows, rendered with the model's chat template, loss on the answer only: identical
+input_ids and labels on both sides. Rows: SST-2 reviews as instructions ("Review: ... Is it
+positive or negative?" -> the label word), or (`--data alpaca`) rows of an Alpaca JSON file
+(instruction + input -> output; the original Stanford Alpaca file is not in this repository:
+point ALPACA_JSON at it). Same LoRA (or full) settings, learning rate and whole epochs.
+Baseline, what a user writes from the TRL/HF docs: Trainer + DataCollatorForSeq2Seq (pads
+each batch to its longest row, labels with -100), random order, at `--plain-batch` (default
+`--batch`: give the largest that fits); `grouped` is that script plus
+`train_sampling_strategy="group_by_length"`. tunesmith: `train_model` as `tunesmith step
+train` runs it at `--batch` with its defaults (token-budget micro-batches, length grouping,
+the loss on supervised positions); `--option KEY=VALUE` sets a TrainOptions field.
+Throughput = real (non-pad) tokens trained / the summed duration of the optimizer steps (a
+callback times each step, so evaluation and checkpoints are left out); peak RSS is each
+process's. Each run is a subprocess; configs interleaved per repeat; medians.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2"))
@@ -55,9 +62,13 @@ def step_clock():
     return StepClock()
 
 
-def conversations(n: int, seed: int = 0) -> list[list[dict]]:
-    """SST-2 train rows as one-turn instructions (a seeded sample); toy rows without it."""
+def conversations(n: int, seed: int = 0, data: str = "sst2") -> list[list[dict]]:
+    """`n` conversations: SST-2 train rows as one-turn instructions (a seeded sample; toy
+    rows without the file), or (`alpaca`) Alpaca rows (instruction + input -> output)."""
     import pandas as pd
+
+    if data == "alpaca":
+        return alpaca_conversations(n, seed)
 
     if (SST2 / "train.tsv").is_file():
         df = pd.read_csv(SST2 / "train.tsv", sep="\t", quoting=3, dtype={"sentence": str})
@@ -68,6 +79,31 @@ def conversations(n: int, seed: int = 0) -> list[list[dict]]:
     return [[{"role": "user", "content": f"Review: {text}\nIs it positive or negative?"},
              {"role": "assistant", "content": "positive" if label else "negative"}]
             for text, label in pairs]
+
+
+def alpaca_conversations(n: int, seed: int) -> list[list[dict]]:
+    """A seeded sample of `$ALPACA_JSON` (a JSON array of instruction/input/output, e.g. the
+    original Stanford Alpaca file: SmolLM2-rendered p50 87, p99 307, max 476 tokens), rows
+    with an empty output left out."""
+    import random
+
+    from tunesmith.training.chat import ShapeError, to_messages
+
+    path = os.environ.get("ALPACA_JSON")
+    if not path or not Path(path).is_file():
+        raise SystemExit("--data alpaca reads ALPACA_JSON=<a JSON array of instruction/input/"
+                         "output rows>; none is set (or the file is missing)")
+    rows = json.loads(Path(path).read_text(encoding="utf-8"))
+    random.Random(seed).shuffle(rows)
+    out = []
+    for row in rows:
+        try:
+            out.append(to_messages(row))
+        except ShapeError:
+            continue
+        if len(out) == n:
+            return out
+    raise SystemExit(f"{path}: only {len(out)} usable rows, {n} asked for")
 
 
 def base_model(quick: bool, work: Path) -> str:
@@ -93,13 +129,13 @@ def base_model(quick: bool, work: Path) -> str:
     return str(out)
 
 
-def rendered(base: str, rows: int) -> list[dict]:
+def rendered(base: str, args) -> list[dict]:
     from transformers import AutoTokenizer
 
     from tunesmith.training.chat import render
 
     tok = AutoTokenizer.from_pretrained(base)
-    return [render(c, tok, MAX_LENGTH) for c in conversations(rows)]
+    return [render(c, tok, args.max_length) for c in conversations(args.rows, data=args.data)]
 
 
 def run_plain(base: str, rows: list[dict], args, work: Path) -> dict:
@@ -129,7 +165,8 @@ def run_plain(base: str, rows: list[dict], args, work: Path) -> dict:
         model=model, train_dataset=data, data_collator=DataCollatorForSeq2Seq(tok, padding=True),
         callbacks=[clock], args=TrainingArguments(
             output_dir=str(work / args.worker), num_train_epochs=args.epochs, **sampling,
-            per_device_train_batch_size=args.batch, learning_rate=LR[args.method],
+            per_device_train_batch_size=args.plain_batch or args.batch,
+            learning_rate=LR[args.method],
             warmup_steps=0.06, logging_steps=1, save_strategy="no", report_to="none",
             use_cpu=True, seed=42, dataloader_num_workers=0))
     trainer.train()
@@ -152,6 +189,9 @@ def run_tunesmith(base: str, rows: list[dict], args, work: Path) -> dict:
     opts = TrainOptions(method=args.method, epochs=args.epochs, lr=LR[args.method],
                         batch_size=args.batch, early_stopping_patience=0,
                         lora=LoraOptions(r=16, alpha=32, dropout=0.05))
+    for pair in args.option:  # --option key=value: a TrainOptions field as the step sets it
+        key, _, raw = pair.partition("=")
+        setattr(opts, key, yaml.safe_load(raw))
     train_model(TrainRequest(base_model=base, task="causal-lm", labels=[],
                              tokenized_dir=tokenized, output_dir=work / "out",
                              checkpoint_dir=work / "ckpt", options=opts, callbacks=[clock]))
@@ -160,14 +200,18 @@ def run_tunesmith(base: str, rows: list[dict], args, work: Path) -> dict:
 
 def worker(args) -> None:
     """One run in this process; prints one JSON line."""
+    import resource
+
     work = Path(args.work)
     base = base_model(args.quick, work)
-    rows = rendered(base, args.rows)
+    rows = rendered(base, args)
     fn = run_tunesmith if args.worker == "tunesmith" else run_plain
     result = fn(base, rows, args, work / args.worker)
     tokens = sum(r["length"] for r in rows) * args.epochs
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(json.dumps({"mode": args.worker, "tokens": tokens,
-                      "tokens_per_s": tokens / result["step_s"], **result}))
+                      "tokens_per_s": tokens / result["step_s"], "peak_rss_mb": peak_mb,
+                      **result}))
 
 
 def main() -> None:
@@ -177,6 +221,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--method", choices=sorted(LR), default="lora")
+    parser.add_argument("--data", choices=("sst2", "alpaca"), default="sst2",
+                        help="alpaca: rows of $ALPACA_JSON (instruction/input/output)")
+    parser.add_argument("--max-length", type=int, default=MAX_LENGTH)
+    parser.add_argument("--plain-batch", type=int, default=0,
+                        help="the plain scripts' batch (default --batch): the largest that fits")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a TrainOptions field for the tunesmith run (repeatable)")
     parser.add_argument("--quick", action="store_true", help="a tiny Llama, 32 rows, 1 repeat")
     parser.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
@@ -189,11 +241,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base_model(args.quick, Path(tmp))  # convert / build once, outside the timings
         for repeat in range(args.repeats):
-            for mode in MODES:
+            for mode in args.modes:
                 cmd = [sys.executable, __file__, "--worker", mode, "--work", tmp,
                        "--rows", str(args.rows), "--epochs", str(args.epochs), "--batch",
-                       str(args.batch), "--method", args.method, *(["--quick"] if args.quick
-                                                                   else [])]
+                       str(args.batch), "--method", args.method, "--data", args.data,
+                       "--max-length", str(args.max_length),
+                       "--plain-batch", str(args.plain_batch),
+                       *(f"--option={o}" for o in args.option),
+                       *(["--quick"] if args.quick else [])]
                 out = subprocess.run(cmd, capture_output=True, text=True, check=False,
                                      env={**os.environ, "HF_HUB_OFFLINE": "1"})
                 if out.returncode:
@@ -201,7 +256,10 @@ def main() -> None:
                 row = json.loads(out.stdout.strip().splitlines()[-1])
                 results[mode].append(row)
                 print(f"repeat {repeat + 1} {mode:9} {row['tokens_per_s']:8.1f} tokens/s "
-                      f"({row['steps']} steps, {row['step_s']:.1f} s)", flush=True)
+                      f"({row['steps']} steps, {row['step_s']:.1f} s), peak RSS "
+                      f"{row['peak_rss_mb']:,.0f} MB", flush=True)
+    if set(args.modes) != set(MODES):
+        return
     med = {m: statistics.median(r["tokens_per_s"] for r in rows) for m, rows in results.items()}
     ratio = med["tunesmith"] / med["plain"]
     print(f"\nmedian tokens/s: plain {med['plain']:.1f}, grouped {med['grouped']:.1f}, "
