@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 from acceptance import REPO, SHARED_DATA, TINY, clean_console, cli, ok, shipped_copy
+from conftest import alpaca_rows
 
 SET_TINY = [a for pair in TINY for a in ("--set", pair)]
 
@@ -86,22 +87,8 @@ def test_dataset_add_a_text_table_in_every_format(project: Path, shape: str):
     assert f"retrain-{name}" in (project / "prefect.yaml").read_text()
 
 
-def _alpaca(n: int) -> list[dict]:
-    """Alpaca-shaped rows of original Alpaca's lengths: ~50 to ~330 rendered tokens, p50
-    ~190 (the original: p50 87, p99 307, max 476 with SmolLM2's template), some with an
-    input."""
-    rows = []
-    for i in range(n):
-        steps = " ".join(f"Step {k}: combine part {k} of batch {i}, then wait {k} minutes."
-                         for k in range(1 + (i * 7) % 17))
-        rows.append({"instruction": f"Explain how to prepare recipe {i}.",
-                     "input": f"Recipe {i} has {1 + i % 9} parts." if i % 2 else "",
-                     "output": f"Recipe {i}. {steps}"})
-    return rows
-
-
 def _chat_source(root: Path, shape: str) -> str:
-    rows = _alpaca(120)
+    rows = alpaca_rows(120, most_steps=17)  # original Alpaca's lengths
     out = root / "incoming" / f"chat-{shape}"
     if shape == "alpaca-json":
         out.with_suffix(".json").write_text(json.dumps(rows))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from cli_helpers import run_cli
-from conftest import REPO
+from conftest import REPO, alpaca_rows
 from registry_helpers import one_torch_thread  # noqa: F401 (a fixture, used by name)
 
 from tunesmith.config import load_config
@@ -287,19 +287,6 @@ def test_supervised_loss_equals_the_models_own_loss(tiny_llama, lora):
     for name, param in model.named_parameters():
         if param.grad is not None:
             torch.testing.assert_close(grads[name], param.grad, rtol=1e-4, atol=1e-6)
-
-
-def alpaca_rows(n: int) -> list[dict]:
-    """Alpaca-shaped rows (instruction, input, output) of real lengths: answers of 20 to ~400
-    tokens, as instruction data has (a text default of 128 tokens cuts a third of them)."""
-    rows = []
-    for i in range(n):
-        steps = " ".join(f"Step {k}: mix part {k} of batch {i} and wait {k} minutes."
-                         for k in range(1 + (i * 7) % 31))
-        rows.append({"instruction": f"Explain recipe {i} step by step.",
-                     "input": f"Recipe {i} has {1 + i % 9} parts." if i % 2 else "",
-                     "output": f"Recipe {i}. {steps}"})
-    return rows
 
 
 def test_dataset_add_sizes_max_length_from_the_rendered_rows(tmp_path, tiny_llama,
