@@ -59,7 +59,7 @@ STEPS = ("ingest", "clean", "validate", "tokenize", "train", "evaluate", "regist
 BARE = """
 import glob, json, sys, time
 t0 = time.perf_counter()
-from tasks.train import build_request
+from tunesmith.train_request import build_request
 from tunesmith.config import load_config
 from tunesmith.training.run import train_model
 cfg = load_config("sst", overrides=["paths.models=bare_models", "paths.state=.bare_state",

@@ -181,11 +181,11 @@ def write_project(work: Path, rows: int, steps: int, batch: int,
 def run_tunesmith(work: Path, rows: int, steps: int, batch: int,
                   overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """Write the tokenize step's on-disk contract, then call the train step itself."""
-    from tasks.train import build_request
+    from tunesmith.train_request import build_request
     from tunesmith.training.run import train_model
 
     cfg = write_project(work, rows, steps, batch, overrides)
-    # tasks.train.train(cfg) is exactly build_request + train_model; split here to add the timer.
+    # tasks.train.train(cfg) is exactly build_request + train_model; split to add the timer.
     req = build_request(cfg)
     timer = step_timer()
     req.callbacks.append(timer)

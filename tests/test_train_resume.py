@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 torch.set_num_threads(1)
 from transformers import TrainerCallback
-from tasks.train import build_request
+from tunesmith.train_request import build_request
 from tunesmith.config import load_config
 from tunesmith.training.run import train_model
 

@@ -177,8 +177,8 @@ def search(cfg: Config, trials: int | None = None, space: list[Dim] | None = Non
     `pruner` replaces the median pruner (tests)."""
     import optuna
 
-    from tasks.train import build_request
     from tunesmith import tasktypes
+    from tunesmith.train_request import build_request
     from tunesmith.training.run import train_model
 
     n_trials = trials or cfg.tune.trials
