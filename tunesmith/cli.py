@@ -80,8 +80,8 @@ def entry() -> None:
 
 def run_step(step: str, dataset: str, overrides: list[str] | None = None):
     """Load config and run `tasks.<step>.<step>`: the one code path DVC and the CLI share."""
+    from tasks.runner import run_step as run
     from tunesmith.config import load_config
-    from tunesmith.runner import run_step as run
 
     return run(load_config(dataset, overrides=overrides or []), step)
 
@@ -171,7 +171,7 @@ def dataset_list() -> None:
 @dataset_app.command("check")
 def dataset_check(name: str, set_: SetOpt = None) -> None:
     """Ingest + clean + validate NAME and print what is wrong with the data, if anything."""
-    from tunesmith.datasets import check
+    from tunesmith.cli_datasets import check
 
     ok = check(name, set_ or [], echo=typer.echo)
     raise typer.Exit(0 if ok else 4)
@@ -200,7 +200,7 @@ def dataset_add(
     set_: SetOpt = None,
 ) -> None:
     """Write datasets/NAME.yaml with inferred labels and defaults, then check it."""
-    from tunesmith.datasets import add
+    from tunesmith.cli_datasets import add
 
     columns = {"text": text_col, "label": label_col, "prompt": prompt_col,
                "response": response_col, "image": image_col}
