@@ -188,8 +188,8 @@ def run_plain(steps: int, batch: int, min_scale: float, workers: int) -> dict:
 def make_project(work: Path, min_scale: float, batch: int) -> float:
     """A project whose tokenize step has run on hotdog/train; returns the decode + resize
     seconds per image the tokenize step pays once (measured here, in-process)."""
+    from tasks.runner import run_step
     from tunesmith.config import load_config
-    from tunesmith.runner import run_step
 
     work.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "params.yaml", work / "params.yaml")
@@ -216,8 +216,8 @@ def make_project(work: Path, min_scale: float, batch: int) -> float:
 def run_tunesmith(work: Path, steps: int, batch: int, min_scale: float) -> dict:
     from transformers import TrainerCallback
 
-    from tasks.train import build_request
     from tunesmith.config import load_config
+    from tunesmith.train_request import build_request
     from tunesmith.training import images as TI
     from tunesmith.training.run import train_model
 

@@ -1,7 +1,7 @@
 """The retrain flow: ingest -> clean -> validate -> tokenize -> train -> evaluate -> register.
 
 No step logic lives here: each Prefect task runs the step through the same
-`tunesmith.runner.run_step` that `tunesmith step` (so `dvc.yaml`) and the tests use. This
+`tasks.runner.run_step` that `tunesmith step` (so `dvc.yaml`) and the tests use. This
 module adds what orchestration is for: retries on the
 steps that touch the outside world, a training timeout, skipping steps whose inputs are
 unchanged (a Prefect cache keyed by `tunesmith.fingerprint.step_key`), one retrain per
@@ -79,7 +79,7 @@ def make_step_task(step: str, cfg: Config):
 def _step_body(step: str, cfg: Config) -> Any:
     """Run the step; a user error (bad data, config, environment) ends the task Failed with
     its one line as the message, not a traceback (Prefect logs the traceback of a raise)."""
-    from tunesmith.runner import run_step
+    from tasks.runner import run_step
 
     get_run_logger().info("running %s for %s", step, cfg.name)
     try:

@@ -1,6 +1,6 @@
 """The evaluate/register/predict tests' inputs, made by the real steps on tiny data.
 
-`run_pipeline` runs the seven steps through `tunesmith.runner.run_step` (what `tunesmith
+`run_pipeline` runs the seven steps through `tasks.runner.run_step` (what `tunesmith
 step` and the flow run) on the `project` fixture's toy dataset, grown to 280 rows so the
 test split (28 rows) is big enough to read, with the session's tiny BERT.
 """
@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from conftest import make_rows, write_csv
 
+from tasks.runner import run_step
 from tunesmith.config import Config, load_config
-from tunesmith.runner import run_step
 from tunesmith.steps import STEPS
 
 # The 30k-parameter BERT learns the toy task in a few seconds but does not reliably match

@@ -17,9 +17,9 @@ from cli_helpers import run_cli
 from conftest import REPO, alpaca_rows
 from registry_helpers import one_torch_thread  # noqa: F401 (a fixture, used by name)
 
+from tasks.runner import run_step
 from tunesmith.config import load_config
 from tunesmith.errors import ConfigError, DataError
-from tunesmith.runner import run_step
 from tunesmith.steps import STEPS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

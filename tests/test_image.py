@@ -75,7 +75,7 @@ evaluate: {{latency_examples: 2}}
 
 
 def run_steps(cfg, *steps: str) -> dict:
-    from tunesmith.runner import run_step
+    from tasks.runner import run_step
 
     return {s: run_step(cfg, s) for s in steps}
 
@@ -284,7 +284,7 @@ def test_head_learning_rate_multiplier_groups_and_layers(tiny_resnet, tiny_vit):
 
 
 def test_finetune_and_scratch_both_train(tmp_path, tiny_resnet, one_torch_thread):  # noqa: F811
-    from tasks.train import build_request
+    from tunesmith.train_request import build_request
     from tunesmith.training.run import train_model
 
     cfg = load_config("imgs", image_project(tmp_path / "proj", tiny_resnet))

@@ -1,7 +1,7 @@
 """One MLflow run per pipeline run, shared across steps and processes (real MLflow, SQLite).
 
 The run's life is `tracking.pipeline_run`; what each step logs is its result's `Logged`
-record, written by the runner (tunesmith/runner.py) to disk and to the run.
+record, written by the runner (tasks/runner.py) to disk and to the run.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import sys
 import pytest
 from conftest import write_csv
 
+from tasks.runner import run_step
 from tunesmith import logged as L
 from tunesmith import tracking
 from tunesmith.config import load_config
 from tunesmith.errors import ValidationFailed
-from tunesmith.runner import run_step
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ torchrun's own report. Rank 0 alone writes `models/NAME/` (train_model); the ste
 process reads `train_summary.json` afterwards and does the MLflow logging as for one
 process. The flow's train task, `tunesmith step train` and `dvc repro` all call the train
 step, so they all launch this way. With `train.nodes` > 1 each node runs the step (node k's
-only trains: tunesmith.runner) and failures cross nodes through the rendezvous store
+only trains: tasks.runner) and failures cross nodes through the rendezvous store
 (`NodePeers`).
 """
 
