@@ -138,13 +138,17 @@ def test_preflight_of_the_named_base_needs_no_conversion(installed: Path, tmp_pa
 
 @pytest.mark.slow
 def test_conversion_loads_plainly_and_answers_paris(installed: Path, tmp_path: Path,
-                                                    monkeypatch) -> None:
-    """~25 s conversion into tmp_path, then a plain load (gguf blocked) and greedy generation."""
+                                                    monkeypatch, capfd) -> None:
+    """~25 s conversion into tmp_path, then a plain load (gguf blocked) and greedy generation.
+    Off a terminal (pytest's captured stderr) it says one line, no tensor progress bar."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     folder = smollm2.ensure_converted(tmp_path)
+    said = capfd.readouterr().err
+    assert "converting the GGUF once" in said
+    assert "\r" not in said and "it/s]" not in said and "de-quantizing" not in said, said[-500:]
     started = time.perf_counter()
     assert smollm2.ensure_converted(tmp_path) == folder
     assert time.perf_counter() - started < 0.05
