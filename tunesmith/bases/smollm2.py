@@ -174,7 +174,9 @@ def ensure_converted(cache_root: Path | None = None) -> Path:
     if (target / "config.json").is_file():
         return target
     digest = gguf_digest(gguf_path(), cache_root)
-    return _build_once(target, lambda tmp: _convert(tmp, digest))
+    with _quiet_off_a_terminal(f"{MODEL_NAME}: converting the GGUF once for this machine "
+                               f"(~25 s) into {target.parent}"):
+        return _build_once(target, lambda tmp: _convert(tmp, digest))
 
 
 def _build_once(target: Path, write) -> Path:
@@ -207,16 +209,15 @@ def _locked(lock_path: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _quiet_off_a_terminal(line: str | None = None) -> Iterator[None]:
-    """Off a terminal, `line` (if any) instead of what transformers draws on stderr meanwhile:
+def _quiet_off_a_terminal(line: str) -> Iterator[None]:
+    """Off a terminal, `line` instead of what transformers draws on stderr meanwhile:
     the GGUF loader's tensor bar is a plain `tqdm.auto.tqdm` no transformers setting turns
     off, save_pretrained draws "Writing model shards"; a CI or flow log kept ~17 redraws of
     them on the first run of a fresh machine (2026-12-07)."""
     if progress_bars():
         yield
         return
-    if line:
-        print(line, file=sys.stderr, flush=True)
+    print(line, file=sys.stderr, flush=True)
     with contextlib.redirect_stderr(io.StringIO()):
         yield
 
@@ -228,11 +229,9 @@ def _convert(out: Path, digest: str) -> None:
 
     started = time.perf_counter()
     path = gguf_path()
-    with _quiet_off_a_terminal(f"{MODEL_NAME}: converting the GGUF once for this machine "
-                               f"(~25 s) into {out.parent}"):
-        gguf_model = AutoModelForCausalLM.from_pretrained(
-            str(path.parent), gguf_file=path.name, dtype=torch.float32
-        )
+    gguf_model = AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32
+    )
     # The GGUF model refuses save_pretrained (GgufHfQuantizer.is_serializable() is False) and its
     # config names the gguf file; copy the (already dequantised) tensors into a clean model.
     config_dict = gguf_model.config.to_dict()
@@ -253,8 +252,7 @@ def _convert(out: Path, digest: str) -> None:
     model.generation_config = gguf_model.generation_config
     n_params = sum(p.numel() for p in model.parameters())
     del gguf_model
-    with _quiet_off_a_terminal():
-        model.save_pretrained(out)
+    model.save_pretrained(out)
     load_tokenizer().save_pretrained(out)
     _write_provenance(out, digest, kind="model", n_parameters=n_params, dtype="float32",
                       convert_seconds=round(time.perf_counter() - started, 1))
