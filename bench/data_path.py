@@ -99,7 +99,7 @@ def _step(step: str, root: Path, t0: float) -> dict:
 
     from tunesmith.config import load_config
 
-    func = getattr(importlib.import_module(f"tasks.{step}"), step)
+    func = getattr(importlib.import_module(f"tunesmith.tasks.{step}"), step)
     cfg = load_config(NAME, root)
     t1, c1 = time.perf_counter(), cpu_s()
     result = func(cfg, raise_on_failure=False) if step == "validate" else func(cfg)

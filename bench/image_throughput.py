@@ -188,8 +188,8 @@ def run_plain(steps: int, batch: int, min_scale: float, workers: int) -> dict:
 def make_project(work: Path, min_scale: float, batch: int) -> float:
     """A project whose tokenize step has run on hotdog/train; returns the decode + resize
     seconds per image the tokenize step pays once (measured here, in-process)."""
-    from tasks.runner import run_step
     from tunesmith.config import load_config
+    from tunesmith.tasks.runner import run_step
 
     work.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "params.yaml", work / "params.yaml")

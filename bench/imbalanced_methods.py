@@ -70,11 +70,11 @@ def make_project(work: Path) -> Path:
 
 
 def prepare(root: Path) -> None:
-    from tasks.clean import clean
-    from tasks.ingest import ingest
-    from tasks.tokenize import tokenize
-    from tasks.validate import validate
     from tunesmith.config import load_config
+    from tunesmith.tasks.clean import clean
+    from tunesmith.tasks.ingest import ingest
+    from tunesmith.tasks.tokenize import tokenize
+    from tunesmith.tasks.validate import validate
 
     cfg = load_config(NAME, root)
     if (cfg.dirs.tokenized / "meta.json").is_file():
@@ -88,9 +88,9 @@ def run_one(root: Path, method: str, extra: list[str]) -> dict:
     import torch
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
-    from tasks.evaluate import evaluate
-    from tasks.train import train
     from tunesmith.config import load_config
+    from tunesmith.tasks.evaluate import evaluate
+    from tunesmith.tasks.train import train
 
     cfg = load_config(NAME, root, [f"train.method={method}", *extra])
     started = time.perf_counter()

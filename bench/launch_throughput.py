@@ -31,7 +31,7 @@ MODES = ("one", "two")
 def child(mode: str, rows: int, batch: int) -> dict:
     from train_throughput import write_project  # bench/, this script's folder, is on sys.path
 
-    from tasks.train import train
+    from tunesmith.tasks.train import train
 
     processes = 1 if mode == "one" else 2
     with tempfile.TemporaryDirectory(prefix=f"bench-launch-{mode}-") as tmp:

@@ -20,12 +20,12 @@ from prefect import flow, get_run_logger, task
 from prefect.context import TaskRunContext
 from prefect.states import Failed
 
-from flows.artifacts import publish_eval, publish_register, publish_validation
-from flows.lock import dataset_lock
 from tunesmith import gcpolicy, preflight, tracking
 from tunesmith.config import Config, dataset_names, find_root, load_config
 from tunesmith.errors import TunesmithError, ValidationFailed
 from tunesmith.fingerprint import output_present, step_key
+from tunesmith.flows.artifacts import publish_eval, publish_register, publish_validation
+from tunesmith.flows.lock import dataset_lock
 from tunesmith.steps import STEPS
 
 GX_MODULE = "great_expectations.expectations"  # what tunesmith.validation.suites imports
@@ -79,7 +79,7 @@ def make_step_task(step: str, cfg: Config):
 def _step_body(step: str, cfg: Config) -> Any:
     """Run the step; a user error (bad data, config, environment) ends the task Failed with
     its one line as the message, not a traceback (Prefect logs the traceback of a raise)."""
-    from tasks.runner import run_step
+    from tunesmith.tasks.runner import run_step
 
     get_run_logger().info("running %s for %s", step, cfg.name)
     try:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from prefect import serve
 
-from flows.retrain import retrain
 from tunesmith.config import dataset_names, find_root, load_config
+from tunesmith.flows.retrain import retrain
 
 
 def deployments():

@@ -13,15 +13,8 @@ from pathlib import Path
 from tunesmith.config import Config
 from tunesmith.jsonio import read_json, write_json
 from tunesmith.logged import Logged, relative
-from tunesmith.steps import Step, narrowed, task_of
+from tunesmith.steps import narrowed, task_of
 
-STEP = Step(
-    name="clean",
-    reads=("clean", "labels", "label_map", "source.path"),
-    inputs=("raw",),
-    outputs=("clean",),
-    uses=("clean",),
-)
 SPLITS = ("train", "val", "test")
 REPORT = "report.json"
 

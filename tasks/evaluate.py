@@ -20,17 +20,8 @@ from typing import Any
 from tunesmith import metrics as M
 from tunesmith.config import Config
 from tunesmith.logged import Logged, relative
-from tunesmith.steps import Step, narrowed, task_of
+from tunesmith.steps import narrowed, task_of
 
-STEP = Step(
-    name="evaluate",
-    # register.primary_metric: the baseline comparison uses the gate's metric.
-    reads=("evaluate", "labels", "tokenize.max_length", "register.primary_metric",
-           "tracking", "train.seed"),
-    inputs=("clean", "model"),
-    outputs=("eval",),
-    uses=("score_candidate", "score_baseline", "score_majority", "score_champion"),
-)
 COLLAPSE_HINT = ("check the learning rate (`tunesmith tune`), the epochs, or "
                  "train.class_weights=balanced")
 

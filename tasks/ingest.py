@@ -9,15 +9,8 @@ from pathlib import Path
 from tunesmith.config import Config
 from tunesmith.jsonio import write_json
 from tunesmith.logged import Logged, relative
-from tunesmith.steps import SOURCE, Step, narrowed, task_of
+from tunesmith.steps import narrowed, task_of
 
-STEP = Step(
-    name="ingest",
-    reads=("source", "columns"),
-    inputs=(SOURCE,),
-    outputs=("raw",),
-    uses=("read_source",),
-)
 ROWS_FILE = "rows.parquet"  # the task type's columns, named by role; what `clean` reads
 MANIFEST = "manifest.json"
 

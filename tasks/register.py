@@ -35,18 +35,9 @@ from tunesmith.registry.gate import (
     family_reason,
     should_promote,
 )
-from tunesmith.steps import Step, narrowed, task_of
+from tunesmith.steps import narrowed, task_of
 from tunesmith.verdict import Candidate, Verdict, lines, markdown
 
-STEP = Step(
-    name="register",
-    # train, model.base, description, source.path, labels: the model card tells them.
-    reads=("register", "tracking", "labels", "description", "source.path", "model.base",
-           "train", "tokenize.max_length", "evaluate.batch_size"),
-    inputs=("eval", "model", "clean"),
-    outputs=(),
-    uses=("log_model", "log_baseline", "sample_inputs", "serve", "card_lines"),
-)
 # Run tags copied onto the model version: source sha256, split digests, the dvc.lock hash of
 # data/raw/NAME and data/clean/NAME, the git commit, a causal LM's template digest. Enough
 # to say which data (and rendering) made a model.

@@ -74,7 +74,7 @@ def _store_failure(exc: BaseException) -> bool:
 def _run(cfg: Config, step: str) -> Any:
     from tunesmith import tracking
 
-    func = getattr(importlib.import_module(f"tasks.{step}"), step)
+    func = getattr(importlib.import_module(f"tunesmith.tasks.{step}"), step)
     with tracking.pipeline_run(cfg, step, closes=step == STEPS[-1]) as run:
         try:
             result = func(cfg)

@@ -16,15 +16,8 @@ from tunesmith.config import Config
 from tunesmith.jsonio import read_json, write_json
 from tunesmith.logged import Logged, relative
 from tunesmith.models import resolve_base
-from tunesmith.steps import BASE_MODEL, Step, narrowed, task_of
+from tunesmith.steps import narrowed, task_of
 
-STEP = Step(
-    name="tokenize",
-    reads=("tokenize", "model", "labels"),
-    inputs=("clean", "validation", BASE_MODEL),  # validation: only a verdict, for the order
-    outputs=("tokenized",),
-    uses=("encode",),
-)
 META = "meta.json"
 TOKEN_REPORT = "token_report.json"
 

@@ -17,17 +17,8 @@ from pathlib import Path
 
 from tunesmith.config import Config
 from tunesmith.logged import Logged, relative
-from tunesmith.steps import BASE_MODEL, Step, narrowed
+from tunesmith.steps import narrowed
 from tunesmith.train_request import build_request
-
-STEP = Step(
-    name="train",
-    reads=("train", "model", "labels", "tune"),  # tune: the search of `train.lr: auto`
-    inputs=("tokenized", BASE_MODEL),
-    outputs=("model",),
-    uses=("load_model", "training_data", "collator", "metric_fns", "best_metric",
-          "finish_val_metrics"),
-)
 
 # The training core (torch, transformers: ~10 s to import) is imported inside the functions:
 # the flow unpickles TrainResult on every cached run, which must not pay for it.

@@ -9,15 +9,8 @@ from tunesmith.config import Config
 from tunesmith.errors import ValidationFailed
 from tunesmith.jsonio import write_json
 from tunesmith.logged import Logged, relative
-from tunesmith.steps import Step, narrowed, task_of
+from tunesmith.steps import narrowed, task_of
 
-STEP = Step(
-    name="validate",
-    reads=("validate", "labels", "clean.split"),
-    inputs=("clean",),
-    outputs=("validation",),
-    uses=("suite",),
-)
 # The folder's marker: success and the data it judged, nothing that changes run to run
 # (result.json and Data Docs carry GX's timestamps), so tokenize re-runs only when the
 # verdict or the data changed.

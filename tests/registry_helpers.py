@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from conftest import make_rows, write_csv
 
-from tasks.runner import run_step
 from tunesmith.config import Config, load_config
 from tunesmith.steps import STEPS
+from tunesmith.tasks.runner import run_step
 
 # The 30k-parameter BERT learns the toy task in a few seconds but does not reliably match
 # TF-IDF on it (0.75-1.0 F1 by seed), so these tests gate on an absolute threshold; the

@@ -17,10 +17,10 @@ from cli_helpers import run_cli
 from conftest import REPO, alpaca_rows
 from registry_helpers import one_torch_thread  # noqa: F401 (a fixture, used by name)
 
-from tasks.runner import run_step
 from tunesmith.config import load_config
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.steps import STEPS
+from tunesmith.tasks.runner import run_step
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 LABELLER = "Answer positive or negative."

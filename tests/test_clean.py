@@ -4,10 +4,10 @@ from pathlib import Path
 import pandas as pd
 from conftest import make_rows, write_csv
 
-from tasks.clean import clean
-from tasks.ingest import ingest
 from tunesmith.cleaning import dedup_key
 from tunesmith.config import load_config
+from tunesmith.tasks.clean import clean
+from tunesmith.tasks.ingest import ingest
 
 
 def _run(project: Path, rows, *overrides):

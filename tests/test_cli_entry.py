@@ -40,7 +40,7 @@ def test_console_script_keeps_exit_codes_and_output(project: Path):
 # which imports `flows.retrain` itself and then MLflow through the steps.
 ENTRIES = {
     "command": [str(SCRIPT), "step", "ingest", "--dataset", "toy"],
-    "worker": [sys.executable, "-c", "import flows.retrain, mlflow"],
+    "worker": [sys.executable, "-c", "import tunesmith.flows.retrain, mlflow"],
 }
 
 

@@ -126,7 +126,7 @@ def test_check_reports_failed_expectations(project: Path, monkeypatch, capsys):
 
 
 def test_the_committed_dvc_yaml_is_what_the_declarations_generate():
-    """dvc.yaml derives from datasets/*.yaml and each step's STEP declaration: a changed
+    """dvc.yaml derives from datasets/*.yaml and each step's declaration: a changed
     declaration, import or dataset without `tunesmith dvc-yaml` fails here."""
     from conftest import REPO
 
@@ -148,5 +148,6 @@ def test_add_schedules_the_new_dataset_in_prefect_yaml(project: Path, monkeypatc
     assert len(added) == 1
     assert added[0]["parameters"] == {"dataset": "reviews"}
     assert added[0]["schedules"] == [{"cron": "0 2 * * *", "timezone": "UTC"}]
-    assert added[0]["entrypoint"] == "flows.retrain:retrain"  # merged from the shared definition
+    # merged from the shared definition
+    assert added[0]["entrypoint"] == "tunesmith.flows.retrain:retrain"
     assert added[0]["work_pool"]["name"] == "tunesmith-process"

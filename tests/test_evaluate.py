@@ -19,11 +19,11 @@ from registry_helpers import (
     toy_config,
 )
 
-from tasks.evaluate import evaluate
 from tunesmith import metrics as M
 from tunesmith.baseline import baseline_proba, fit_baseline
 from tunesmith.errors import DataError, EnvironmentProblem
 from tunesmith.registry.store import BASELINE_DIR
+from tunesmith.tasks.evaluate import evaluate
 from tunesmith.tracking import tracking_uri
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

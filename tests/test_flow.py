@@ -84,7 +84,7 @@ def _task_runs_of_latest_flow_run() -> list:
 
 
 def test_flow_registers_champion_then_skips_unchanged_work(harness, flow_project: Path):
-    from flows.retrain import retrain
+    from tunesmith.flows.retrain import retrain
 
     first = retrain("toy")
     assert first.status == "completed"
@@ -118,7 +118,7 @@ def test_flow_retokenizes_a_causal_lm_when_its_template_changes(harness, flow_pr
                                                                 tiny_gpt2: Path):
     """Regression: causal-LM tokenize reads train.prompt_template; a changed template must
     re-tokenize (and so retrain) instead of reusing the cached tokens."""
-    from flows.retrain import retrain
+    from tunesmith.flows.retrain import retrain
 
     write_csv(flow_project / "data" / "chat.csv", make_rows(40, seed=2))
     (flow_project / "datasets" / "chat.yaml").write_text(
@@ -134,8 +134,8 @@ def test_flow_retokenizes_a_causal_lm_when_its_template_changes(harness, flow_pr
 
 
 def test_flow_stops_at_validate_and_registers_nothing(harness, flow_project: Path):
-    from flows.retrain import retrain
     from tunesmith.errors import ValidationFailed
+    from tunesmith.flows.retrain import retrain
 
     path = flow_project / "datasets" / "toy.yaml"
     path.write_text(path.read_text().replace("min_rows: 10", "min_rows: 10000"))
@@ -147,8 +147,8 @@ def test_flow_stops_at_validate_and_registers_nothing(harness, flow_project: Pat
 
 
 def test_bad_override_fails_before_any_task(harness, flow_project: Path):
-    from flows.retrain import retrain
     from tunesmith.errors import ConfigError
+    from tunesmith.flows.retrain import retrain
 
     with pytest.raises(ConfigError, match="--set: train.epochs"):
         retrain("toy", ["train.epochs=lots"])
@@ -159,7 +159,7 @@ def test_all_keeps_going_past_a_bad_dataset(harness, flow_project: Path, tiny_be
                                             capsys):
     """`tunesmith run --all`: one dataset's bad data doesn't stop the others, and each
     dataset ends with its verdict block (the version, aliases, gate reasons, metric)."""
-    from flows.retrain import run_from_cli
+    from tunesmith.flows.retrain import run_from_cli
 
     write_csv(flow_project / "data" / "bad.csv", [(t, "pos") for t, _ in make_rows(30)])
     write_dataset_yaml(flow_project, "bad", base=str(tiny_bert), extra=FAST)
@@ -181,9 +181,9 @@ def test_all_keeps_going_past_a_bad_dataset(harness, flow_project: Path, tiny_be
 
 
 def test_second_trigger_is_skipped_while_one_runs(harness, flow_project: Path):
-    from flows.lock import dataset_lock
-    from flows.retrain import retrain
     from tunesmith.config import load_config
+    from tunesmith.flows.lock import dataset_lock
+    from tunesmith.flows.retrain import retrain
 
     with dataset_lock(load_config("toy", flow_project)) as acquired:
         assert acquired
@@ -193,11 +193,12 @@ def test_second_trigger_is_skipped_while_one_runs(harness, flow_project: Path):
 
 def test_validation_imports_in_a_daemon_thread():
     """`tunesmith run` imports GX in the background while the API boots (see
-    flows.retrain.import_validation_in_background); a no-op run must not wait for it."""
+    tunesmith.flows.retrain.import_validation_in_background); a no-op run must not wait for it."""
     import subprocess
     import sys
 
-    code = ("import sys; from flows.retrain import GX_MODULE, import_validation_in_background\n"
+    code = ("import sys\n"
+            "from tunesmith.flows.retrain import GX_MODULE, import_validation_in_background\n"
             "assert GX_MODULE not in sys.modules\n"
             "t = import_validation_in_background(); assert t.daemon; t.join()\n"
             "assert GX_MODULE in sys.modules; print('ok')")
@@ -208,7 +209,7 @@ def test_validation_imports_in_a_daemon_thread():
 
 @pytest.mark.slow  # the flow plus a launched 2-process training: ~2 min on 2 shared cores
 def test_flow_trains_in_two_launched_processes(harness, flow_project: Path):
-    from flows.retrain import retrain
+    from tunesmith.flows.retrain import retrain
 
     # The same global batch as FAST's (8): 2 workers x 4.
     summary = retrain("toy", overrides=["train.processes=2", "train.batch_size=4"])

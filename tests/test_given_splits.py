@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 from conftest import REPO, make_rows, write_csv
 
-from tasks.clean import clean
-from tasks.ingest import ingest
-from tasks.validate import validate
 from tunesmith.config import load_config
 from tunesmith.errors import DataError, ValidationFailed
+from tunesmith.tasks.clean import clean
+from tunesmith.tasks.ingest import ingest
+from tunesmith.tasks.validate import validate
 
 
 def _splits(cfg) -> dict[str, pd.DataFrame]:

@@ -75,7 +75,7 @@ evaluate: {{latency_examples: 2}}
 
 
 def run_steps(cfg, *steps: str) -> dict:
-    from tasks.runner import run_step
+    from tunesmith.tasks.runner import run_step
 
     return {s: run_step(cfg, s) for s in steps}
 

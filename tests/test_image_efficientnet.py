@@ -277,7 +277,7 @@ def test_freeze_through_the_train_step_keeps_the_checkpoints_statistics(
         base)
     root = image_project(tmp_path / "proj", base,
                          extra="train: {method: freeze, freeze_layers: -1, epochs: 1}\n")
-    from tasks.runner import run_step
+    from tunesmith.tasks.runner import run_step
 
     cfg = load_config("imgs", root)
     for step in ("ingest", "clean", "tokenize", "train"):
@@ -372,8 +372,8 @@ def test_dataset_add_writes_the_recipe_and_check_reports_images(tmp_path, monkey
 def test_lite0_head_only_on_hot_dogs(tmp_path, monkeypatch, capsys):
     """The recipe's linear probe, 4 epochs: above 0.8 on the 50 hotdog/val photos (2 epochs
     scored 0.76 on 2026-12-06, before and after that day's changes: too few for the bar)."""
-    from tasks.runner import run_step
     from tunesmith.images.scoring import load_image_classifier, predict_proba
+    from tunesmith.tasks.runner import run_step
 
     root = tmp_path / "proj"
     (root / "datasets").mkdir(parents=True)

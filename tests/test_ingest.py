@@ -4,9 +4,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.ingest import ingest
 from tunesmith.config import load_config
 from tunesmith.errors import DataError
+from tunesmith.tasks.ingest import ingest
 
 
 def test_ingest_copies_source_and_writes_manifest(project: Path):

@@ -50,7 +50,7 @@ def test_prefect_yaml_has_one_deployment_per_dataset_on_its_schedule():
         assert d["concurrency_limit"] == 1
         assert d["work_pool"]["name"] == "tunesmith-process"
         # A module path, not flows/retrain.py: a project outside this repo has no flows/.
-        assert d["entrypoint"] == "flows.retrain:retrain"
+        assert d["entrypoint"] == "tunesmith.flows.retrain:retrain"
 
 
 # --- the slow end-to-end test ------------------------------------------------------------

@@ -17,9 +17,9 @@ from registry_helpers import (
     toy_config,
 )
 
-from tasks.register import decide, register
 from tunesmith.errors import EnvironmentProblem
 from tunesmith.registry import Gate, should_promote, store
+from tunesmith.tasks.register import decide, register
 from tunesmith.tracking import tracking_uri
 
 GATE = Gate(thresholds={"f1_macro": 0.7}, margin=0.01, primary_metric="f1_macro")
@@ -166,7 +166,7 @@ def test_champion_survives_a_degraded_run_and_rollback(project) -> None:
 
 
 def test_failure_before_the_alias_move_keeps_the_champion(project) -> None:
-    from tasks.runner import run_step
+    from tunesmith.tasks.runner import run_step
 
     cfg = toy_config(project)
     run_pipeline(cfg)
@@ -304,7 +304,7 @@ def test_the_baseline_becomes_champion_when_it_wins_and_is_served(project, monke
     model's columns, and is re-scored by the next evaluate through the same path."""
     from cli_helpers import run_cli
 
-    from tasks.runner import run_step
+    from tunesmith.tasks.runner import run_step
 
     cfg = toy_config(project, *DEGRADED, "register.baseline_can_win=true")
     first = run_pipeline(cfg)["register"]

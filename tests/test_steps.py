@@ -56,8 +56,8 @@ def test_a_task_type_adds_what_it_reads_for_a_step(project: Path):
 def test_the_cache_key_follows_exactly_what_a_step_reads(project: Path):
     """The flow's keys from the declarations: a key a step reads changes its key, any other
     key does not (the source of the two stale-cache bugs the declarations fixed)."""
-    from tasks.clean import clean
-    from tasks.ingest import ingest
+    from tunesmith.tasks.clean import clean
+    from tunesmith.tasks.ingest import ingest
 
     cfg = load_config("toy", project)
     ingest(cfg)

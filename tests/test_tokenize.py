@@ -4,10 +4,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from tasks.clean import clean
-from tasks.ingest import ingest
-from tasks.tokenize import tokenize
 from tunesmith.config import load_config
+from tunesmith.tasks.clean import clean
+from tunesmith.tasks.ingest import ingest
+from tunesmith.tasks.tokenize import tokenize
 
 
 @pytest.fixture

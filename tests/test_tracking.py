@@ -13,11 +13,11 @@ import sys
 import pytest
 from conftest import write_csv
 
-from tasks.runner import run_step
 from tunesmith import logged as L
 from tunesmith import tracking
 from tunesmith.config import load_config
 from tunesmith.errors import ValidationFailed
+from tunesmith.tasks.runner import run_step
 
 
 @pytest.fixture(autouse=True)

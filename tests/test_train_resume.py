@@ -113,7 +113,7 @@ def test_two_process_ddp_on_cpu(toy, tmp_path):
 
 
 def test_train_step_writes_the_contract_outputs(toy):
-    from tasks.train import train
+    from tunesmith.tasks.train import train
 
     cfg = load_config("toy", toy, overrides=["train.epochs=1"])
     res = train(cfg)
@@ -125,8 +125,8 @@ def test_train_step_writes_the_contract_outputs(toy):
 
 
 def test_train_step_rejects_tokenized_data_with_other_labels(toy):
-    from tasks.train import train
     from tunesmith.errors import DataError
+    from tunesmith.tasks.train import train
 
     cfg = load_config("toy", toy, overrides=["labels=[neg, pos, neutral]"])
     with pytest.raises(DataError, match="meta.json: labels"):

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from conftest import make_rows
 
-from tasks.validate import ValidateResult, validate
 from tunesmith.config import Config, load_config
 from tunesmith.errors import DataError, ValidationFailed
+from tunesmith.tasks.validate import ValidateResult, validate
 
 # conftest's toy dataset: labels [neg, pos], min_rows 10, min_class_share 0.2, drift <= 0.3.
 Splits = dict[str, pd.DataFrame]
@@ -204,8 +204,8 @@ def test_empty_split_with_zero_fraction_is_allowed(project: Path):
 def test_causal_lm_suite(project: Path, tiny_llama: Path):
     """Conversations made by the real ingest and clean; a prompt context in two splits is a
     leak, and the token budget (validate.max_truncated_share) fails on a tight max_length."""
-    from tasks.clean import clean
-    from tasks.ingest import ingest
+    from tunesmith.tasks.clean import clean
+    from tunesmith.tasks.ingest import ingest
 
     rows = [{"messages": [{"role": "user", "content": f"question {i}?"},
                           {"role": "assistant", "content": f"answer {i}."}]} for i in range(30)]

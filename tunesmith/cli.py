@@ -80,8 +80,8 @@ def entry() -> None:
 
 def run_step(step: str, dataset: str, overrides: list[str] | None = None):
     """Load config and run `tasks.<step>.<step>`: the one code path DVC and the CLI share."""
-    from tasks.runner import run_step as run
     from tunesmith.config import load_config
+    from tunesmith.tasks.runner import run_step as run
 
     return run(load_config(dataset, overrides=overrides or []), step)
 
@@ -125,7 +125,7 @@ def run(
 
     configure(find_root())  # before Prefect is imported
     start_local_api()  # boots while the flow's imports below run
-    from flows.retrain import import_validation_in_background, open_tracking, run_from_cli
+    from tunesmith.flows.retrain import import_validation_in_background, open_tracking, run_from_cli
 
     open_tracking(None if all_ else dataset, set_ or [])  # also while the API boots
     import_validation_in_background()  # in the waits for the API
@@ -252,7 +252,7 @@ def serve() -> None:
     from tunesmith.prefect_env import configure
 
     configure(find_root())
-    from flows.serve import serve_all
+    from tunesmith.flows.serve import serve_all
 
     with gcpolicy.thresholds(gcpolicy.CPYTHON_THRESHOLDS):
         serve_all()

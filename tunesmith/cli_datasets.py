@@ -150,9 +150,9 @@ def check(name: str, overrides: list[str], echo: Callable[[str], None] = print) 
     """Ingest, clean and validate `name`; print a short report. True when the data passes."""
     import time
 
-    from tasks.clean import clean
-    from tasks.ingest import ingest
-    from tasks.validate import validate
+    from tunesmith.tasks.clean import clean
+    from tunesmith.tasks.ingest import ingest
+    from tunesmith.tasks.validate import validate
 
     cfg = load_config(name, overrides=overrides)
     timings = {}

@@ -2,9 +2,9 @@
 
 A step's code is `tasks/<step>.py` and every project module it imports (at the top or
 inside a function, transitively, with the packages' `__init__.py` that importing runs),
-plus the task type's module and what the protocol functions the step declares in
-`STEP.uses` import. Only those protocol functions count: the task module's serving code
-imports the registry, and a change there must not retrain. Modules imported by name at run
+plus the task type's module and what the protocol functions in the step's declared `uses`
+(tunesmith/steps.py) import. Only those protocol functions count: the task module's serving
+code imports the registry, and a change there must not retrain. Modules imported by name at run
 time (`importlib`) are not followed, which is how the task type is picked per dataset.
 
 The Prefect cache key hashes these files and `dvc.yaml` lists them as deps, so both re-run
@@ -18,14 +18,20 @@ import functools
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout holding tunesmith/ and tasks/
-PACKAGES = ("tunesmith", "tasks")
+# Installed as tunesmith.tasks and tunesmith.flows (pyproject's package-dir), kept at the
+# checkout's top level; a built wheel has them under tunesmith/ instead.
+MAPPED = {"tunesmith.tasks": "tasks", "tunesmith.flows": "flows"}
 
 
 def module_path(module: str) -> Path | None:
     """The file of a project module, or None if `module` is not one of ours."""
-    if module.split(".")[0] not in PACKAGES:
+    if module.split(".")[0] != "tunesmith":
         return None
-    base = ROOT.joinpath(*module.split("."))
+    parts = module.split(".")
+    folder = MAPPED.get(".".join(parts[:2]))
+    if folder and (ROOT / folder / "__init__.py").is_file():
+        parts = [folder, *parts[2:]]
+    base = ROOT.joinpath(*parts)
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():
             return candidate
@@ -121,7 +127,7 @@ def function_closure(module: str, functions: tuple[str, ...]) -> frozenset[str]:
 
 def step_files(step: str, task_module: str, uses: tuple[str, ...]) -> list[str]:
     """Sorted project-relative paths of the code `step` runs for a task type (see above)."""
-    modules = module_closure(f"tasks.{step}") | function_closure(task_module, uses)
+    modules = module_closure(f"tunesmith.tasks.{step}") | function_closure(task_module, uses)
     return sorted({module_path(m).relative_to(ROOT).as_posix() for m in modules})
 
 

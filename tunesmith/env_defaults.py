@@ -1,7 +1,7 @@
 """Environment defaults for every way into tunesmith: the `tunesmith` command (and so DVC's
 stages) and the `flows` package a Prefect worker imports for a deployed retrain.
 
-A worker runs `flows.retrain:retrain` in its own Python process without going through the
+A worker runs `tunesmith.flows.retrain:retrain` in its own Python process without going through the
 command line, so defaults set only in `tunesmith.cli.main` left a scheduled retrain with
 MLflow's telemetry on and its INFO lines in the flow log. Explicit settings always win
 (`setdefault`). Set before MLflow, transformers or tokenizers are imported, as they read

@@ -1,8 +1,10 @@
 """Each step declares once what it reads and writes; everything else derives from that.
 
-`tasks/<step>.py` holds `STEP = Step(...)`: the config keys it reads, the folders (and the
-source, the base model) it reads, the folders it writes, and the task-type protocol
-functions it calls. From that one declaration come
+`DECLARATIONS` below holds one `Step(...)` per step (the function in `tasks/<step>.py`): the
+config keys it reads, the folders (and the source, the base model) it reads, the folders it
+writes, and the task-type protocol functions it calls. The table lives here, in the library,
+because the library derives everything from it and never imports a step. From that one
+declaration come
 - the Prefect cache key (`tunesmith.fingerprint.step_key`),
 - the `dvc.yaml` stage: deps, outs and the per-step resolved inputs file
   (`tunesmith.dvcfile`, written by `tunesmith dvc-yaml`; a test fails on drift),
@@ -17,7 +19,6 @@ A task type adds keys and inputs it needs for a step through its `READS` and `IN
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,15 +59,72 @@ class Step:
     uses: tuple[str, ...]  # task-type protocol functions it calls
 
 
+DECLARATIONS = {
+    "ingest": Step(
+        name="ingest",
+        reads=("source", "columns"),
+        inputs=(SOURCE,),
+        outputs=("raw",),
+        uses=("read_source",),
+    ),
+    "clean": Step(
+        name="clean",
+        reads=("clean", "labels", "label_map", "source.path"),
+        inputs=("raw",),
+        outputs=("clean",),
+        uses=("clean",),
+    ),
+    "validate": Step(
+        name="validate",
+        reads=("validate", "labels", "clean.split"),
+        inputs=("clean",),
+        outputs=("validation",),
+        uses=("suite",),
+    ),
+    "tokenize": Step(
+        name="tokenize",
+        reads=("tokenize", "model", "labels"),
+        inputs=("clean", "validation", BASE_MODEL),  # validation: only a verdict, for the order
+        outputs=("tokenized",),
+        uses=("encode",),
+    ),
+    "train": Step(
+        name="train",
+        reads=("train", "model", "labels", "tune"),  # tune: the search of `train.lr: auto`
+        inputs=("tokenized", BASE_MODEL),
+        outputs=("model",),
+        uses=("load_model", "training_data", "collator", "metric_fns", "best_metric",
+              "finish_val_metrics"),
+    ),
+    "evaluate": Step(
+        name="evaluate",
+        # register.primary_metric: the baseline comparison uses the gate's metric.
+        reads=("evaluate", "labels", "tokenize.max_length", "register.primary_metric",
+               "tracking", "train.seed"),
+        inputs=("clean", "model"),
+        outputs=("eval",),
+        uses=("score_candidate", "score_baseline", "score_majority", "score_champion"),
+    ),
+    "register": Step(
+        name="register",
+        # train, model.base, description, source.path, labels: the model card tells them.
+        reads=("register", "tracking", "labels", "description", "source.path", "model.base",
+               "train", "tokenize.max_length", "evaluate.batch_size"),
+        inputs=("eval", "model", "clean"),
+        outputs=(),
+        uses=("log_model", "log_baseline", "sample_inputs", "serve", "card_lines"),
+    ),
+}
+
+
 class UndeclaredRead(RuntimeError):
     """A step touched a config key, folder or task function its declaration leaves out."""
 
 
 def declaration(step: str) -> Step:
-    """`tasks.<step>.STEP`."""
-    if step not in STEPS:
+    if step not in DECLARATIONS:
         raise ValueError(f"unknown step {step!r}; steps are {', '.join(STEPS)}")
-    return importlib.import_module(f"tasks.{step}").STEP
+    return DECLARATIONS[step]
 
 
 def reads(task: str, step: str) -> tuple[str, ...]:
@@ -124,8 +182,8 @@ class ConfigView:
         if any(a.startswith(key + ".") for a in self._allowed):
             return ConfigView(getattr(self._target, attr), self._allowed, self._step, key + ".")
         raise UndeclaredRead(
-            f"step {self._step} reads config key {key!r}, which neither tasks/{self._step}.py "
-            "STEP.reads nor the task type's READS declares")
+            f"step {self._step} reads config key {key!r}, which neither its "
+            "declaration's reads (tunesmith/steps.py) nor the task type's READS declares")
 
     def __setattr__(self, attr: str, value: Any) -> None:
         raise UndeclaredRead(f"step {self._step} may not change the config ({attr})")
@@ -145,12 +203,12 @@ class DirsView:
         if attr in self._allowed:
             return getattr(self._dirs, attr)
         raise UndeclaredRead(
-            f"step {self._step} uses folder {attr!r}, which tasks/{self._step}.py does not "
-            "declare in STEP.inputs or STEP.outputs (nor the task type's INPUTS)")
+            f"step {self._step} uses folder {attr!r}, which its declaration "
+            "(tunesmith/steps.py) leaves out of inputs and outputs (and the task type's INPUTS)")
 
 
 class TaskView:
-    """The task type as a step sees it: the protocol functions it declared in STEP.uses."""
+    """The task type as a step sees it: the protocol functions it declared in `uses`."""
 
     __slots__ = ("_module", "_allowed", "_step")
 
@@ -164,7 +222,7 @@ class TaskView:
         if attr.isupper() or attr in self._allowed:  # constants (NAME, ROLES, ...) are free
             return value
         raise UndeclaredRead(f"step {self._step} calls task function {attr!r}, which "
-                             f"tasks/{self._step}.py does not declare in STEP.uses")
+                             "its declaration (tunesmith/steps.py) leaves out of uses")
 
 
 def view(cfg: Config, step: str) -> ConfigView:
@@ -177,7 +235,7 @@ def view(cfg: Config, step: str) -> ConfigView:
 
 
 def task_of(cfg: Any, step: str) -> Any:
-    """The task type of `cfg` as `step` may use it (only the functions in STEP.uses)."""
+    """The task type of `cfg` as `step` may use it (only the functions in its `uses`)."""
     return TaskView(tasktypes.get(cfg.task), frozenset(declaration(step).uses), step)
 
 

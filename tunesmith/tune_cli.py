@@ -38,7 +38,7 @@ def prepare(cfg: Config, echo: Any = print) -> None:
         if key is not None and done.get(step) == key and output_present(cfg, step):
             continue
         echo(f"tune: running {step} for {cfg.name}")
-        getattr(importlib.import_module(f"tasks.{step}"), step)(cfg)
+        getattr(importlib.import_module(f"tunesmith.tasks.{step}"), step)(cfg)
         done[step] = step_key(cfg, step)
         record.parent.mkdir(parents=True, exist_ok=True)
         record.write_text(json.dumps(done, indent=1), encoding="utf-8")
