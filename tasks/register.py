@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tunesmith import faults
@@ -149,10 +150,50 @@ def _family_line(cfg: Config, report: dict[str, Any], task: Any) -> str | None:
 @narrowed
 def register(cfg: Config) -> RegisterResult:
     """Log, register and gate the evaluated model of `cfg` (see the module docstring)."""
-    import mlflow
-
-    from tunesmith import modelcard, tracking
+    from tunesmith import tracking
     from tunesmith.registry import store
+
+    report, model_dir, run_id = _inputs(cfg)
+    task = task_of(cfg, "register")
+    client = tracking.configure(cfg)
+    current = store.version_for(cfg, store.CHAMPION)
+    current_version = int(current.version) if current else None
+    decision, base_decision = _decisions(cfg, report, task, current_version,
+                                         champion_record(client, current) if current else None)
+
+    job = _Job.open(cfg, task, client, run_id, report)
+    version = job.version_of("fine-tuned", lambda: task.log_model(cfg, model_dir), decision)
+    if version is None:  # every task type's log_model returns what it logged
+        raise EnvironmentProblem(f"{cfg.name}: the {cfg.task} task logged no model to MLflow; "
+                                 "nothing was registered")
+    base_version = None
+    if base_decision is not None:
+        base_version = job.version_of(
+            "baseline", lambda: task.log_baseline(cfg, cfg.dirs.eval), base_decision)
+        if base_version is None:
+            base_decision = None  # this task's baseline is not servable
+    promoted, aliases_of = _move_aliases(cfg, version, decision, base_version, base_decision)
+
+    candidates = [Candidate(version, f"fine-tuned ({cfg.train.method})",
+                            tuple(aliases_of[version]), decision)]
+    if base_version is not None and base_decision is not None:
+        candidates.append(Candidate(base_version, f"{task.BASELINE} baseline",
+                                    tuple(aliases_of[base_version]), base_decision))
+    verdict = _verdict(cfg, report, task, candidates, current_version)
+    logged = _run_record(cfg, report, task, verdict, job.cards, version, decision,
+                         base_version, base_decision, promoted or current_version)
+    return RegisterResult(version, aliases_of[version], decision, run_id, job.uris["fine-tuned"],
+                          baseline_version=base_version,
+                          baseline_aliases=aliases_of.get(base_version, []) if base_version
+                          else [],
+                          baseline_decision=base_decision, promoted=promoted,
+                          verdict=lines(verdict), logged=logged)
+
+
+def _inputs(cfg: Config) -> tuple[dict[str, Any], Path, str]:
+    """evaluate's report, the trained model's folder and the pipeline run to log into; one
+    line naming what is missing otherwise."""
+    import mlflow
 
     metrics_path = cfg.dirs.eval / "metrics.json"
     model_dir = cfg.dirs.model / "model"
@@ -163,13 +204,14 @@ def register(cfg: Config) -> RegisterResult:
     if (active := mlflow.active_run()) is None:
         raise EnvironmentProblem("register logs into the pipeline's MLflow run: run it with "
                                  f"`tunesmith step register --dataset {cfg.name}`")
-    run_id = active.info.run_id
     report = json.loads(metrics_path.read_text(encoding="utf-8"))
-    task = task_of(cfg, "register")
-    client = tracking.configure(cfg)
-    current = store.version_for(cfg, store.CHAMPION)
-    current_version = int(current.version) if current else None
-    record = champion_record(client, current) if current else None
+    return report, model_dir, active.info.run_id
+
+
+def _decisions(cfg: Config, report: dict[str, Any], task: Any, current_version: int | None,
+               record: dict[str, float] | None) -> tuple[Decision, Decision | None]:
+    """The gate's decision on the fine-tuned model, and on the classical baseline when it
+    is a candidate too (baseline_contest); at most one of them promotes."""
     decision = decide(cfg, report, current_version, record=record)
     base_decision = decide(cfg, report, current_version, as_baseline=True, record=record) \
         if baseline_contest(cfg, report) else None
@@ -180,64 +222,85 @@ def register(cfg: Config) -> RegisterResult:
         decision = Decision(decision.promote, (*decision.reasons, family))
         if base_decision is not None:
             base_decision = Decision(base_decision.promote, (*base_decision.reasons, family))
+    return decision, base_decision
 
-    run_tags = client.get_run(run_id).data.tags
-    summary_path = cfg.dirs.model / "train_summary.json"
-    train_summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-    # The data version this model came from, on the version itself (see LINEAGE).
-    lineage = {k: v for k, v in run_tags.items() if k.startswith(LINEAGE)}
 
-    # One trained and evaluated model (the markers of register's inputs: train_summary.json
-    # and metrics.json, each unique to its run) has one version per family: a register
-    # killed after creating it is finished by the next one, not duplicated; a re-run with
-    # other gate settings re-applies the gate to the same version.
-    digests = input_digests(cfg, "register")
-    job = hashlib.sha256(json.dumps(digests).encode()).hexdigest()[:32] if digests else ""
-    done = store.versions_of_job(cfg, job)
+@dataclass
+class _Job:
+    """One register job: what its versions are made from, and what it made.
 
-    def register_one(log: Any, dec: Decision, family: str) -> int | None:
+    One trained and evaluated model (the markers of register's inputs: train_summary.json
+    and metrics.json, each unique to its run) has one version per family: a register
+    killed after creating it is finished by the next one, not duplicated; a re-run with
+    other gate settings re-applies the gate to the same version."""
+
+    cfg: Config
+    task: Any
+    client: Any
+    run_id: str
+    report: dict[str, Any]
+    key: str  # the register.job tag: a digest of register's input markers
+    done: dict[str, Any]  # family -> the version a killed register left for this job
+    run_tags: dict[str, str]
+    train_summary: dict[str, Any] | None
+    cards: list[tuple[str, str]] = field(default_factory=list)  # (artifact name, card)
+    uris: dict[str, str] = field(default_factory=dict)  # family -> the model's URI
+
+    @classmethod
+    def open(cls, cfg: Config, task: Any, client: Any, run_id: str,
+             report: dict[str, Any]) -> _Job:
+        from tunesmith.registry import store
+
+        digests = input_digests(cfg, "register")
+        key = hashlib.sha256(json.dumps(digests).encode()).hexdigest()[:32] if digests else ""
+        summary_path = cfg.dirs.model / "train_summary.json"
+        train_summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+        return cls(cfg, task, client, run_id, report, key, store.versions_of_job(cfg, key),
+                   client.get_run(run_id).data.tags, train_summary)
+
+    def version_of(self, family: str, log: Any, dec: Decision) -> int | None:
         """The version of `family` for this job: made (log, smoke-test, create with its
         tags) or, left by a killed register, re-tagged; None if `log` has nothing to log."""
+        from tunesmith import modelcard
+        from tunesmith.registry import store
+
+        cfg, task = self.cfg, self.task
         verdict = "promote" if dec.promote else "keep champion"
         tags = {"gate.decision": verdict, "gate.reasons": "\n".join(dec.reasons)[:5000],
-                "model.family": family, "register.job": job}
-        if (mv := done.get(family)) is None:
+                "model.family": family, "register.job": self.key}
+        if (mv := self.done.get(family)) is None:
             if (info := log()) is None:
                 return None
-            uris[family] = info.model_uri
+            self.uris[family] = info.model_uri
             faults.point("register.logged")
             store.smoke_test(info.model_uri, task.sample_inputs(cfg), task.PREDICTS,
                              task.serve)
+            # The data version this model came from, on the version itself (see LINEAGE).
+            lineage = {k: v[:5000] for k, v in self.run_tags.items() if k.startswith(LINEAGE)}
             # Created with its tags in one call: no version without them, even if killed.
-            mv = store.register_version(cfg, info.model_uri, {
-                **tags, "run_id": run_id, **{k: v[:5000] for k, v in lineage.items()}})
+            mv = store.register_version(cfg, info.model_uri,
+                                        {**tags, "run_id": self.run_id, **lineage})
             faults.point("register.created")
         else:  # finishing the job a killed register left: same model, gate re-applied
-            uris[family] = mv.source
+            self.uris[family] = mv.source
             for key, value in tags.items():
-                client.set_model_version_tag(cfg.name, mv.version, key, value)
-        card = modelcard.render(cfg, task, mv.version, run_id, report, dec, train_summary,
-                                run_tags, family=family)
-        client.update_model_version(cfg.name, mv.version, description=card)
+                self.client.set_model_version_tag(cfg.name, mv.version, key, value)
+        card = modelcard.render(cfg, task, mv.version, self.run_id, self.report, dec,
+                                self.train_summary, self.run_tags, family=family)
+        self.client.update_model_version(cfg.name, mv.version, description=card)
         faults.point("register.described")
-        cards.append((f"model_card_v{mv.version}.md" if family == "baseline" else
-                      "model_card.md", card))
+        self.cards.append((f"model_card_v{mv.version}.md" if family == "baseline" else
+                           "model_card.md", card))
         return int(mv.version)
 
-    cards: list[tuple[str, str]] = []
-    uris: dict[str, str] = {}
-    version = register_one(lambda: task.log_model(cfg, model_dir), decision, "fine-tuned")
-    if version is None:  # every task type's log_model returns what it logged
-        raise EnvironmentProblem(f"{cfg.name}: the {cfg.task} task logged no model to MLflow; "
-                                 "nothing was registered")
-    base_version = None
-    if base_decision is not None:
-        base_version = register_one(lambda: task.log_baseline(cfg, cfg.dirs.eval),
-                                    base_decision, "baseline")
-        if base_version is None:
-            base_decision = None  # this task's baseline is not servable
-    # challenger: the best model of this run; champion (last, see the docstring): the one
-    # that passed the gate (the baseline only ever passes when it beat the fine-tuned model).
+
+def _move_aliases(cfg: Config, version: int, decision: Decision, base_version: int | None,
+                  base_decision: Decision | None) -> tuple[int | None, dict[int, list[str]]]:
+    """challenger: the best model of this run; champion (last, see the module docstring):
+    the one that passed the gate (the baseline only ever passes when it beat the fine-tuned
+    model). Returns the promoted version (or None) and each version's aliases now."""
+    from tunesmith.registry import store
+
     best = base_version if base_version is not None else version
     store.set_alias(cfg, store.CHALLENGER, best)
     faults.point("register.challenger")
@@ -250,17 +313,18 @@ def register(cfg: Config) -> RegisterResult:
         store.set_alias(cfg, store.CHAMPION, promoted)
     aliases_of = {v: [a for a, holder in ((store.CHALLENGER, best), (store.CHAMPION, promoted))
                       if holder == v] for v in (version, base_version) if v is not None}
+    return promoted, aliases_of
 
-    candidates = [Candidate(version, f"fine-tuned ({cfg.train.method})",
-                            tuple(aliases_of[version]), decision)]
-    if base_version is not None and base_decision is not None:
-        candidates.append(Candidate(base_version, f"{task.BASELINE} baseline",
-                                    tuple(aliases_of[base_version]), base_decision))
-    verdict = _verdict(cfg, report, task, candidates, current_version)
-    reasons = "\n".join(decision.reasons)
+
+def _run_record(cfg: Config, report: dict[str, Any], task: Any, verdict: Verdict,
+                cards: list[tuple[str, str]], version: int, decision: Decision,
+                base_version: int | None, base_decision: Decision | None,
+                champion: int | None) -> Logged:
+    """What the pipeline run gets: the gate's tags, the verdict as its description, the
+    decision and card files, and the LoRA adapter."""
     tags = {"gate.decision": "promote" if decision.promote else "keep champion",
-            "registered.version": str(version), "gate.reasons": reasons,
-            "gate.champion": str(promoted or current_version or "none"),
+            "registered.version": str(version), "gate.reasons": "\n".join(decision.reasons),
+            "gate.champion": str(champion or "none"),
             "mlflow.note.content": markdown(verdict, _key_metrics(cfg, report))}
     texts = [("gate_decision.md", decision.markdown(f"Gate decision for {cfg.name} v{version}"))]
     if base_version is not None and base_decision is not None:
@@ -270,16 +334,10 @@ def register(cfg: Config) -> RegisterResult:
         texts.append((f"gate_decision_v{base_version}.md", base_decision.markdown(
             f"Gate decision for {cfg.name} v{base_version} ({task.BASELINE} baseline)")))
     adapter = cfg.dirs.model / "adapter"
-    logged = Logged(
+    return Logged(
         tags=tags, texts=texts + cards,
         artifacts=[(relative(adapter, cfg.root), "adapter")] if adapter.is_dir() else [],
     )
-    return RegisterResult(version, aliases_of[version], decision, run_id, uris["fine-tuned"],
-                          baseline_version=base_version,
-                          baseline_aliases=aliases_of.get(base_version, []) if base_version
-                          else [],
-                          baseline_decision=base_decision, promoted=promoted,
-                          verdict=lines(verdict), logged=logged)
 
 
 def _verdict(cfg: Config, report: dict[str, Any], task: Any, candidates: list[Candidate],
