@@ -84,88 +84,92 @@ def should_promote(
     champion's test metrics as recorded when it was registered (None: no champion, or none
     recorded): the candidate may not fall more than `gate.record_tolerance` below them.
     """
-    reasons: list[str] = []
-    ok = True
-    pm = gate.primary_metric
+    checks = [*_thresholds(candidate, gate), *_collapse(collapse, gate)]
+    cand = candidate.get(gate.primary_metric)
+    if cand is None:
+        reasons = [reason for _, reason in checks]
+        return Decision(False, (*reasons, f"FAIL primary metric {gate.primary_metric} "
+                                          "not measured"))
+    checks += [_baseline(cand, baseline, gate, is_baseline), *_record(cand, champion_record, gate),
+               _champion(cand, champion, gate)]
+    return Decision(all(ok for ok, _ in checks), tuple(reason for _, reason in checks))
 
+
+# Each rule: (passed, the reason line), in the order should_promote applies them.
+Check = tuple[bool, str]
+
+
+def _thresholds(candidate: Mapping[str, float], gate: Gate) -> list[Check]:
+    checks = []
     for metric, bound in sorted(gate.thresholds.items()):
         value = candidate.get(metric)
         word = "<=" if metric in LOWER_IS_BETTER else ">="
         if value is None:
-            ok = False
-            reasons.append(f"FAIL threshold {metric} {word} {bound:g}: metric not measured")
+            checks.append((False, f"FAIL threshold {metric} {word} {bound:g}: metric not measured"))
         elif better(metric, value, bound):
-            reasons.append(f"pass threshold {metric} = {value:.4f} {word} {bound:g}")
+            checks.append((True, f"pass threshold {metric} = {value:.4f} {word} {bound:g}"))
         else:
-            ok = False
-            reasons.append(f"FAIL threshold {metric} = {value:.4f}, needs {word} {bound:g}")
+            checks.append((False, f"FAIL threshold {metric} = {value:.4f}, needs {word} {bound:g}"))
+    return checks
 
-    if collapse is not None and collapse.get("collapsed"):
-        ok = False
-        reasons.append(f"FAIL collapse: {collapse.get('reason') or 'one class only'} "
-                       f"(hint: {gate.collapse_hint})")
-    elif collapse is not None:
-        reasons.append(
-            f"pass collapse: the most predicted class ({collapse['top_class']}) is "
-            f"{collapse['top_share']:.1%} of test rows, macro F1 {collapse['f1_macro']:.4f} "
-            f"vs {collapse['majority_f1_macro']:.4f} for always the majority class")
 
-    cand = candidate.get(pm)
-    if cand is None:
-        return Decision(False, (*reasons, f"FAIL primary metric {pm} not measured"))
+def _collapse(collapse: Mapping[str, Any] | None, gate: Gate) -> list[Check]:
+    if collapse is None:
+        return []
+    if collapse.get("collapsed"):
+        return [(False, f"FAIL collapse: {collapse.get('reason') or 'one class only'} "
+                        f"(hint: {gate.collapse_hint})")]
+    return [(True, f"pass collapse: the most predicted class ({collapse['top_class']}) is "
+                   f"{collapse['top_share']:.1%} of test rows, macro F1 "
+                   f"{collapse['f1_macro']:.4f} vs {collapse['majority_f1_macro']:.4f} for "
+                   "always the majority class")]
 
+
+def _baseline(cand: float, baseline: Mapping[str, float] | None, gate: Gate,
+              is_baseline: bool) -> Check:
+    pm, name = gate.primary_metric, gate.baseline_name
     if is_baseline:
-        reasons.append(f"skip baseline: this candidate is the {gate.baseline_name} baseline")
-    elif not gate.require_beat_baseline:
-        reasons.append("skip baseline: require_beat_baseline is false")
-    elif baseline is None or baseline.get(pm) is None:
-        reasons.append(f"skip baseline: no classical baseline {pm} for this run")
-    elif better(pm, cand, baseline[pm], abs(baseline[pm]) * gate.baseline_min_gain):
-        reasons.append(f"pass baseline: {pm} {cand:.4f} vs {gate.baseline_name} {baseline[pm]:.4f}")
-    else:
-        ok = False
-        gain = f" by {gate.baseline_min_gain:.1%}" if gate.baseline_min_gain else ""
-        reasons.append(
-            f"FAIL baseline: {pm} {cand:.4f} does not beat {gate.baseline_name} "
-            f"{baseline[pm]:.4f}{gain} (red flag: check the data and the training run)"
-        )
+        return True, f"skip baseline: this candidate is the {name} baseline"
+    if not gate.require_beat_baseline:
+        return True, "skip baseline: require_beat_baseline is false"
+    if baseline is None or baseline.get(pm) is None:
+        return True, f"skip baseline: no classical baseline {pm} for this run"
+    if better(pm, cand, baseline[pm], abs(baseline[pm]) * gate.baseline_min_gain):
+        return True, f"pass baseline: {pm} {cand:.4f} vs {name} {baseline[pm]:.4f}"
+    gain = f" by {gate.baseline_min_gain:.1%}" if gate.baseline_min_gain else ""
+    return False, (f"FAIL baseline: {pm} {cand:.4f} does not beat {name} "
+                   f"{baseline[pm]:.4f}{gain} (red flag: check the data and the training run)")
 
-    if gate.record_tolerance is not None and champion_record \
-            and champion_record.get(pm) is not None:
-        recorded = champion_record[pm]
-        slack = abs(recorded) * gate.record_tolerance
-        allowed = recorded + slack if pm in LOWER_IS_BETTER else recorded - slack
-        if not better(pm, cand, allowed):
-            ok = False
-            reasons.append(
-                f"FAIL record: {pm} {cand:.4f} is more than {gate.record_tolerance:.0%} "
-                f"worse than the champion's own recorded {recorded:.4f} (its test set, when "
-                "it was registered): this data looks worse for every model; check its "
-                "labels, or raise register.record_tolerance if it is harder on purpose")
-        else:
-            reasons.append(f"pass record: {pm} {cand:.4f} vs the champion's recorded "
-                           f"{recorded:.4f} (tolerance {gate.record_tolerance:g})")
 
+def _record(cand: float, record: Mapping[str, float] | None, gate: Gate) -> list[Check]:
+    pm, tolerance = gate.primary_metric, gate.record_tolerance
+    if tolerance is None or not record or record.get(pm) is None:
+        return []
+    recorded = record[pm]
+    slack = abs(recorded) * tolerance
+    allowed = recorded + slack if pm in LOWER_IS_BETTER else recorded - slack
+    if better(pm, cand, allowed):
+        return [(True, f"pass record: {pm} {cand:.4f} vs the champion's recorded "
+                       f"{recorded:.4f} (tolerance {tolerance:g})")]
+    return [(False, f"FAIL record: {pm} {cand:.4f} is more than {tolerance:.0%} worse than "
+                    f"the champion's own recorded {recorded:.4f} (its test set, when it was "
+                    "registered): this data looks worse for every model; check its labels, "
+                    "or raise register.record_tolerance if it is harder on purpose")]
+
+
+def _champion(cand: float, champion: Mapping[str, float] | None, gate: Gate) -> Check:
+    pm = gate.primary_metric
     if champion is None:
-        reasons.append("pass champion: no current champion, so there is nothing to beat")
-    elif champion.get(pm) is None:
-        ok = False
-        reasons.append(
-            f"FAIL champion: the current champion could not be re-scored on {pm} with this "
-            "test set (e.g. a changed label set); `tunesmith promote` overrides by hand"
-        )
-    elif better(pm, cand, champion[pm], gate.margin):
-        reasons.append(
-            f"pass champion: {pm} {cand:.4f} vs champion {champion[pm]:.4f} "
-            f"on the same test set (margin {gate.margin:g})"
-        )
-    else:
-        ok = False
-        reasons.append(
-            f"FAIL champion: {pm} {cand:.4f} vs champion {champion[pm]:.4f} "
-            f"on the same test set, needs a margin of {gate.margin:g}"
-        )
-    return Decision(ok, tuple(reasons))
+        return True, "pass champion: no current champion, so there is nothing to beat"
+    if champion.get(pm) is None:
+        return False, (f"FAIL champion: the current champion could not be re-scored on {pm} "
+                       "with this test set (e.g. a changed label set); `tunesmith promote` "
+                       "overrides by hand")
+    if better(pm, cand, champion[pm], gate.margin):
+        return True, (f"pass champion: {pm} {cand:.4f} vs champion {champion[pm]:.4f} "
+                      f"on the same test set (margin {gate.margin:g})")
+    return False, (f"FAIL champion: {pm} {cand:.4f} vs champion {champion[pm]:.4f} "
+                   f"on the same test set, needs a margin of {gate.margin:g}")
 
 
 def baseline_wins(metric: str, fine_tuned: float | None, baseline: float | None) -> bool:
