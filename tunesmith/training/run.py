@@ -358,31 +358,17 @@ def training_args(req: TrainRequest, ckpt: Path, metric: str, greater: bool,
 def train_model(req: TrainRequest) -> TrainSummary:
     """Train `req.base_model` with `req.options` on the tokenized splits; write the outputs."""
     task = tasktypes.get(req.task)
-    # lr/epochs None: the method's defaults (as config loading resolves them), for callers
-    # that build TrainOptions themselves; "auto" must have been chosen by now (tunesmith.tune).
-    req = dataclasses.replace(
-        req, options=resolve_defaults(dataclasses.replace(req.options), task.LR_DEFAULTS))
-    opts = req.options
-    if not isinstance(opts.lr, int | float):
-        raise ConfigError(f"train.lr: {opts.lr!r} reached training; `auto` is resolved by the "
-                          "train step (tunesmith.tune) before it")
-    check_environment(opts)  # e.g. QLoRA on CPU: stop before loading anything
+    req = _resolved(req, task)
+    check_environment(req.options)  # e.g. QLoRA on CPU: stop before loading anything
     faults.point("train.start")
     started = time.perf_counter()
-    set_seed(opts.seed)
+    set_seed(req.options.seed)
 
-    train_ds, val_ds, processor = task.training_data(req.tokenized_dir, req.base_model, opts)
-    opts = memory_options(opts, task, train_ds.lengths)
-    req = dataclasses.replace(req, options=opts)
-    source = str(model_dir(opts.warm_start)) if opts.warm_start else req.base_model
-    labels = list(req.labels) if task.LABELLED else None
-    model = task.load_model(source, labels, opts)
-    if opts.warm_start and task.LABELLED:
-        copy_head_rows(model, req.labels, Path(source))
-    pad_id = getattr(processor, "pad_token_id", None)  # tokenizers have one, image processors not
-    if pad_id is not None and getattr(model.config, "pad_token_id", None) is None:
-        model.config.pad_token_id = pad_id
-    model = apply_method(model, opts, task.LABELLED, task.PEFT_TASK)
+    train_ds, val_ds, processor = task.training_data(req.tokenized_dir, req.base_model,
+                                                     req.options)
+    req = dataclasses.replace(req, options=memory_options(req.options, task, train_ds.lengths))
+    opts = req.options
+    model = _prepared_model(req, task, processor)
     trainable, total = count_params(model)
     class_weight = None
     if opts.class_weights == "balanced" and task.LABELLED:
@@ -398,26 +384,8 @@ def train_model(req: TrainRequest) -> TrainSummary:
     args = training_args(req, ckpt, metric, greater, loss_only=compute_metrics is None,
                          batching=batching)
     if args.process_index == 0:
-        print(
-            f"train: method={opts.method} lr={opts.lr:g} trainable {trainable:,} / {total:,} "
-            f"params ({100 * trainable / total:.2f}%), {len(train_ds)} train / {len(val_ds)} "
-            "val rows" + (f"; micro-batches of ~{batching[0]} rows (train.batch_tokens "
-                          f"{opts.batch_tokens}) x {batching[1]} per step"
-                          if batching[0] < opts.batch_size else ""),
-            file=sys.stderr,
-            flush=True,
-        )
-
-    callbacks: list[TrainerCallback] = [
-        EpochLog(metric, batching[0] * batching[1] * args.world_size,
-                 args.num_train_epochs),
-        FaultPoints(),
-    ]
-    if opts.early_stopping_patience > 0:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=opts.early_stopping_patience))
-    if opts.method == "staged":
-        callbacks.append(StagedUnfreezing(opts.stages))
-    callbacks.extend(req.callbacks)
+        print(_start_line(opts, trainable, total, len(train_ds), len(val_ds), batching),
+              file=sys.stderr, flush=True)
 
     trainer = TunesmithTrainer(
         model=model,
@@ -428,7 +396,8 @@ def train_model(req: TrainRequest) -> TrainSummary:
         data_collator=collator,
         compute_metrics=compute_metrics,
         preprocess_logits_for_metrics=preprocess,
-        callbacks=callbacks,
+        callbacks=_callbacks(req, metric, batching[0] * batching[1] * args.world_size,
+                             args.num_train_epochs),
         options=opts,
         include_frozen=opts.method == "staged",
         lengths=train_ds.lengths,
@@ -449,15 +418,30 @@ def train_model(req: TrainRequest) -> TrainSummary:
     val_metrics = best_eval_metrics(trainer.state, metric) or eval_values(trainer.evaluate())
     val_metrics = task.finish_val_metrics(val_metrics)
 
+    summary = _summary(req, trainer, result, metric, val_metrics, params=(trainable, total),
+                       class_weight=class_weight, started=started, resume=resume, fp=fp,
+                       rows=(len(train_ds), len(val_ds)))
+    if trainer.is_world_process_zero():
+        write_outputs(trainer, processor, req, summary)
+        shutil.rmtree(ckpt, ignore_errors=True)
+    return summary
+
+
+def _summary(req: TrainRequest, trainer: Trainer, result: Any, metric: str,
+             val_metrics: dict[str, float], *, params: tuple[int, int],
+             class_weight: list[float] | None, started: float, resume: str | None, fp: str,
+             rows: tuple[int, int]) -> TrainSummary:
+    """What the run did, for train_summary.json and the step's result."""
+    opts, args, state = req.options, trainer.args, trainer.state
+    (trainable, total), (n_train, n_val) = params, rows
     mem, mem_kind = peak_memory()
-    state = trainer.state
     best_step = state.best_global_step
     best_epoch = next(
         (e["epoch"] for e in state.log_history
          if e.get("step") == best_step and f"eval_{metric}" in e),
         None,
     )
-    summary = TrainSummary(
+    return TrainSummary(
         method=opts.method,
         task=req.task,
         lr=float(opts.lr),
@@ -484,14 +468,60 @@ def train_model(req: TrainRequest) -> TrainSummary:
         gradient_checkpointing=bool(opts.gradient_checkpointing),
         resumed_from=resume,
         fingerprint=fp,
-        n_train=len(train_ds),
-        n_val=len(val_ds),
+        n_train=n_train,
+        n_val=n_val,
         output_dir=str(req.output_dir),
     )
-    if trainer.is_world_process_zero():
-        write_outputs(trainer, processor, req, summary)
-        shutil.rmtree(ckpt, ignore_errors=True)
-    return summary
+
+
+def _resolved(req: TrainRequest, task: Any) -> TrainRequest:
+    """`req` with lr/epochs None filled from the method's defaults (as config loading
+    resolves them, for callers that build TrainOptions themselves); `auto` must have been
+    chosen by now (tunesmith.tune)."""
+    req = dataclasses.replace(
+        req, options=resolve_defaults(dataclasses.replace(req.options), task.LR_DEFAULTS))
+    if not isinstance(req.options.lr, int | float):
+        raise ConfigError(f"train.lr: {req.options.lr!r} reached training; `auto` is resolved "
+                          "by the train step (tunesmith.tune) before it")
+    return req
+
+
+def _prepared_model(req: TrainRequest, task: Any, processor: Any) -> Any:
+    """The base (or the warm-start model) loaded for the task, its pad token set from the
+    processor, wrapped by the method (frozen layers, LoRA, ...)."""
+    opts = req.options
+    source = str(model_dir(opts.warm_start)) if opts.warm_start else req.base_model
+    labels = list(req.labels) if task.LABELLED else None
+    model = task.load_model(source, labels, opts)
+    if opts.warm_start and task.LABELLED:
+        copy_head_rows(model, req.labels, Path(source))
+    pad_id = getattr(processor, "pad_token_id", None)  # tokenizers have one, image processors not
+    if pad_id is not None and getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = pad_id
+    return apply_method(model, opts, task.LABELLED, task.PEFT_TASK)
+
+
+def _start_line(opts: TrainOptions, trainable: int, total: int, n_train: int, n_val: int,
+                batching: tuple[int, int]) -> str:
+    line = (f"train: method={opts.method} lr={opts.lr:g} trainable {trainable:,} / {total:,} "
+            f"params ({100 * trainable / total:.2f}%), {n_train} train / {n_val} val rows")
+    if batching[0] < opts.batch_size:
+        line += (f"; micro-batches of ~{batching[0]} rows (train.batch_tokens "
+                 f"{opts.batch_tokens}) x {batching[1]} per step")
+    return line
+
+
+def _callbacks(req: TrainRequest, metric: str, rows_per_step: int,
+               epochs: float) -> list[TrainerCallback]:
+    """The line per epoch, the fault points, early stopping and staged unfreezing when
+    set, then the caller's own (req.callbacks)."""
+    opts = req.options
+    callbacks: list[TrainerCallback] = [EpochLog(metric, rows_per_step, epochs), FaultPoints()]
+    if opts.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=opts.early_stopping_patience))
+    if opts.method == "staged":
+        callbacks.append(StagedUnfreezing(opts.stages))
+    return [*callbacks, *req.callbacks]
 
 
 def write_outputs(trainer: Trainer, tokenizer, req: TrainRequest, summary: TrainSummary) -> None:
