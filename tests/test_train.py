@@ -506,3 +506,42 @@ def test_a_resized_image_head_and_lora_warn_nothing(tiny_resnet, tiny_bert, capl
     out = capsys.readouterr()
     assert not [m for m in said if "num_labels" in m or "deprecated" in m], said
     assert "incompatible" not in out.out + out.err
+
+
+def test_the_trainers_private_sampler_hooks_still_pick_our_samplers(tiny_bert, tmp_path):
+    """TunesmithTrainer overrides Trainer's private `_get_train_sampler` and
+    `_get_eval_sampler` (the resume-safe grouped order, longest-first evaluation: section 2 of
+    docs/benchmarks.md). If transformers renames or stops calling them, the override is dead
+    code and training silently goes back to random order; this fails instead."""
+    from torch.utils.data import Dataset
+    from transformers import AutoModelForSequenceClassification, TrainingArguments
+
+    from tunesmith.training.data import LengthGroupedSampler, LongestFirstSampler
+    from tunesmith.training.run import TunesmithTrainer
+
+    class Rows(Dataset):
+        lengths = [3, 9, 5, 7]
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            n = self.lengths[i]
+            return {"input_ids": [2] * n, "attention_mask": [1] * n, "labels": i % 2}
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none",
+                             per_device_train_batch_size=2, per_device_eval_batch_size=2)
+    trainer = TunesmithTrainer(model=model, args=args, train_dataset=Rows(),
+                               eval_dataset=Rows(), options=TrainOptions(batch_tokens=0),
+                               include_frozen=False, lengths=Rows.lengths)
+
+    def sampler_of(loader):
+        sampler = getattr(loader, "sampler", None)
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        return [s for s in (sampler, getattr(batch_sampler, "sampler", None)) if s is not None]
+
+    assert any(isinstance(s, LengthGroupedSampler)
+               for s in sampler_of(trainer.get_train_dataloader()))
+    assert any(isinstance(s, LongestFirstSampler)
+               for s in sampler_of(trainer.get_eval_dataloader()))

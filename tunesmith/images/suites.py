@@ -13,9 +13,9 @@ import pandas as pd
 from tunesmith.config import Config
 from tunesmith.validation.suites import (
     Batch,
-    _split_min_rows,
     bounded_by,
     cross_split_batches,
+    split_min_rows,
 )
 
 COLUMNS = ["image", "label", "sha256", "width", "height"]
@@ -47,7 +47,7 @@ def image_classification(cfg: Config, frames: dict[str, pd.DataFrame]) -> list[B
             gxe.ExpectColumnValuesToBeBetween(column="height", min_value=v.min_image_size,
                                               **bounded_by("validate.min_image_size")),
             gxe.ExpectColumnValuesToBeInSet(column="file_exists", value_set=[True]),
-            gxe.ExpectTableRowCountToBeBetween(min_value=_split_min_rows(cfg, split),
+            gxe.ExpectTableRowCountToBeBetween(min_value=split_min_rows(cfg, split),
                                                **bounded_by("validate.min_split_rows")),
         ], row_id=["path"] if "path" in df else []))
     # No image (by content) in two splits: that would leak test images into training.

@@ -34,7 +34,7 @@ def bounded_by(*keys: str) -> dict[str, Any]:
     return {"meta": {"settings": list(keys)}}
 
 
-def _split_min_rows(cfg: Config, split: str) -> int:
+def split_min_rows(cfg: Config, split: str) -> int:
     # A split configured with fraction 0 (e.g. no val) may legitimately be empty.
     return cfg.validate_.min_split_rows if getattr(cfg.clean.split, split) > 0 else 0
 
@@ -101,7 +101,7 @@ def text_classification(cfg: Config, frames: dict[str, pd.DataFrame]) -> list[Ba
             gxe.ExpectColumnValueLengthsToBeBetween(
                 column="text", min_value=v.min_text_chars, max_value=v.max_text_chars,
                 **bounded_by("validate.min_text_chars", "validate.max_text_chars")),
-            gxe.ExpectTableRowCountToBeBetween(min_value=_split_min_rows(cfg, split),
+            gxe.ExpectTableRowCountToBeBetween(min_value=split_min_rows(cfg, split),
                                                **bounded_by("validate.min_split_rows")),
         ]))
     # Cross-split frames need both columns everywhere; the split suites already report
@@ -162,7 +162,7 @@ def causal_lm(cfg: Config, frames: dict[str, pd.DataFrame]) -> list[Batch]:
             gxe.ExpectColumnValueLengthsToBeBetween(
                 column="response", min_value=v.min_text_chars, max_value=v.max_text_chars,
                 **bounded_by("validate.min_text_chars", "validate.max_text_chars")),
-            gxe.ExpectTableRowCountToBeBetween(min_value=_split_min_rows(cfg, split),
+            gxe.ExpectTableRowCountToBeBetween(min_value=split_min_rows(cfg, split),
                                                **bounded_by("validate.min_split_rows")),
         ]))
     if _has_columns(frames, ["context"]):
