@@ -220,8 +220,8 @@ def run_tunesmith(arch: Arch, method: str, base: Path, data: Path, steps: int, w
         started = time.perf_counter()
         summary = launch(req)
         wall = time.perf_counter() - started
-        return {"step_times": [], "wall_s": wall, "trainable": summary["trainable_params"],
-                "world_size": summary["world_size"], "precision": summary["precision"]}
+        return {"step_times": [], "wall_s": wall, "trainable": summary.trainable_params,
+                "world_size": summary.world_size, "precision": summary.precision}
     summary = train_model(req)
     return {"step_times": clock.times, "trainable": summary.trainable_params,
             "world_size": summary.world_size, "precision": summary.precision}

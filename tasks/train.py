@@ -14,11 +14,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tunesmith.config import Config
 from tunesmith.logged import Logged, relative
 from tunesmith.steps import narrowed
 from tunesmith.train_request import build_request
+
+if TYPE_CHECKING:
+    from tunesmith.training.request import TrainSummary
 
 # The training core (torch, transformers: ~10 s to import) is imported inside the functions:
 # the flow unpickles TrainResult on every cached run, which must not pay for it.
@@ -52,10 +56,8 @@ def train(cfg: Config) -> TrainResult:
         tuned = tune.auto(cfg)
         options = tune.apply(dataclasses.replace(cfg.train, lr=None), tuned.best)
     req = build_request(cfg, options)
-    if is_launched(req.options):  # train.processes/nodes: torchrun workers, rank 0 writes
-        summary = launch(req)
-    else:
-        summary = dataclasses.asdict(train_model(req))
+    # train.processes/nodes: torchrun workers, rank 0 writes; either way a TrainSummary
+    summary = launch(req) if is_launched(req.options) else train_model(req)
     logged = _logged(cfg, summary)
     if tuned is not None:
         logged = logged.merged(Logged(
@@ -65,20 +67,20 @@ def train(cfg: Config) -> TrainResult:
                      "tune/seconds": tuned.seconds, "tune/trials": len(tuned.trials)}))
     return TrainResult(
         model_dir=cfg.dirs.model / "model",
-        method=summary["method"],
-        metric=summary["metric"],
-        val_metric=float(summary["val_metrics"].get(summary["metric"], float("nan"))),
-        trainable_params=summary["trainable_params"],
-        total_params=summary["total_params"],
-        wall_time_s=round(summary["wall_time_s"], 2),
-        resumed=summary["resumed_from"] is not None,
-        lr=summary["lr"],
+        method=summary.method,
+        metric=summary.metric,
+        val_metric=float(summary.val_metrics.get(summary.metric, float("nan"))),
+        trainable_params=summary.trainable_params,
+        total_params=summary.total_params,
+        wall_time_s=round(summary.wall_time_s, 2),
+        resumed=summary.resumed_from is not None,
+        lr=summary.lr,
         tuned=None if tuned is None else tuned.best,
         logged=logged,
     )
 
 
-def _logged(cfg: Config, summary: dict) -> Logged:
+def _logged(cfg: Config, summary: TrainSummary) -> Logged:
     """The curve as step metrics `curve/<column>`, the summary's numbers as `train/*`."""
     from tunesmith.plots import read_curve
 
@@ -91,7 +93,7 @@ def _logged(cfg: Config, summary: dict) -> Logged:
                   for col in numeric.columns if col != "step"
                   for step, value in zip(steps, numeric[col], strict=False) if value == value]
     return Logged(
-        metrics={f"train/{k}": v for k, v in summary.items()
+        metrics={f"train/{k}": v for k, v in dataclasses.asdict(summary).items()
                  if isinstance(v, int | float) and not isinstance(v, bool)},
         series=series,
         artifacts=[(relative(cfg.dirs.model / name, cfg.root), "training")

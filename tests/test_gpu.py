@@ -108,7 +108,7 @@ def test_fsdp_wraps_and_saves_through_the_launcher(tmp_path):
     arch, base, data = _tiny(tmp_path, "llama")
     summary = launch(_request(arch, base, data, tmp_path / "out", method="full",
                               processes="auto", fsdp="full_shard auto_wrap"))
-    assert summary["world_size"] == torch.cuda.device_count() and summary["steps"] == 4
+    assert summary.world_size == torch.cuda.device_count() and summary.steps == 4
     AutoModelForCausalLM.from_pretrained(tmp_path / "out" / "model")
     assert json.loads((tmp_path / "out" / "train_summary.json").read_text())["precision"] \
         == "bf16"

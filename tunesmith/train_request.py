@@ -18,7 +18,7 @@ from tunesmith.steps import task_of
 
 if TYPE_CHECKING:
     from tunesmith.training.options import TrainOptions
-    from tunesmith.training.run import TrainRequest
+    from tunesmith.training.request import TrainRequest
 
 
 def build_request(cfg: Config, options: TrainOptions | None = None) -> TrainRequest:
@@ -26,7 +26,7 @@ def build_request(cfg: Config, options: TrainOptions | None = None) -> TrainRequ
     the values `auto` chose); one-line errors for a missing tokenize output or label drift."""
     from tunesmith.training.data import read_meta
     from tunesmith.training.methods import check_environment
-    from tunesmith.training.run import TrainRequest
+    from tunesmith.training.request import TrainRequest
 
     options = options or cfg.train
     check_environment(options)  # e.g. QLoRA without CUDA: fail before touching anything

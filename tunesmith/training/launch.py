@@ -30,6 +30,7 @@ from pathlib import Path
 
 from tunesmith import errors
 from tunesmith.training.options import TrainOptions
+from tunesmith.training.request import TrainRequest, TrainSummary
 
 WORKER_MODULE = "tunesmith.training.worker"
 
@@ -98,22 +99,19 @@ def worker_env(n_local: int) -> dict[str, str]:
     return env
 
 
-def launch(req) -> dict:
-    """Train `req` (a TrainRequest) in torchrun-launched workers; the train summary (dict).
+def launch(req: TrainRequest) -> TrainSummary:
+    """Train `req` in torchrun-launched workers; rank 0's train summary.
 
     Raises the first failing rank's error as one line (its TunesmithError class when it was
     one, EnvironmentProblem otherwise)."""
-    if req.callbacks:
-        raise errors.ConfigError("train.processes > 1: extra Trainer callbacks can't cross "
-                                 "into the launched worker processes")
+    request_text = req.to_json()  # before any worker starts: refuses extra callbacks
     summary = Path(req.output_dir) / "train_summary.json"
     stamp = summary.stat().st_mtime_ns if summary.is_file() else None
-    run_workers(req.options, json.dumps(dataclasses.asdict(req) | {"callbacks": []},
-                                        default=str))
+    run_workers(req.options, request_text)
     if not summary.is_file() or summary.stat().st_mtime_ns == stamp:
         raise errors.EnvironmentProblem(f"{summary}: the launched workers exited 0 without "
                                         "writing it (rank 0 writes it after training)")
-    return json.loads(summary.read_text(encoding="utf-8"))
+    return TrainSummary.read(summary)
 
 
 @dataclasses.dataclass

@@ -17,7 +17,6 @@ import resource
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,60 +45,11 @@ from tunesmith.training.layers import count_params
 from tunesmith.training.methods import apply_method, check_environment
 from tunesmith.training.options import TrainOptions, resolve_defaults
 from tunesmith.training.param_groups import make_optimizer, param_groups
+from tunesmith.training.request import TrainRequest, TrainSummary
 from tunesmith.training.staged import StagedUnfreezing, resolve_stages
 from tunesmith.training.warm_start import copy_head_rows, model_dir
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainRequest:
-    """Everything one run needs; `tasks/train.py` builds it from the Config."""
-
-    base_model: str  # from_pretrained path or hub id (already resolved)
-    task: str  # "text-classification" | "causal-lm" | "image-classification"
-    labels: list[str]
-    tokenized_dir: Path  # holds train/ and val/ written with save_to_disk
-    output_dir: Path  # gets model/, adapter/, train_summary.json, curve.csv
-    checkpoint_dir: Path  # resumable checkpoints, one subfolder per fingerprint
-    options: TrainOptions = field(default_factory=TrainOptions)
-    data_digest: str = ""
-    callbacks: list[TrainerCallback] = field(default_factory=list)  # extra hooks (tests, tools)
-
-
-@dataclass
-class TrainSummary:
-    """What `train_summary.json` records."""
-
-    method: str
-    task: str
-    lr: float
-    epochs: float
-    class_weights: list[float] | None
-    trainable_params: int
-    total_params: int
-    trainable_share: float
-    epochs_run: float
-    steps: int
-    best_epoch: float | None
-    best_step: int | None
-    metric: str
-    best_metric: float | None
-    val_metrics: dict[str, float]
-    wall_time_s: float
-    samples_per_s: float
-    peak_memory_mb: float
-    memory_kind: str  # "cpu_rss" (process peak RSS) or "cuda_allocated"
-    device: str
-    world_size: int
-    precision: str
-    batch_tokens: int  # the micro-batch token budget used (0: none)
-    gradient_checkpointing: bool
-    resumed_from: str | None
-    fingerprint: str
-    n_train: int
-    n_val: int
-    output_dir: str
 
 
 # ---------------------------------------------------------------- helpers
@@ -540,9 +490,7 @@ def write_outputs(trainer: Trainer, tokenizer, req: TrainRequest, summary: Train
         model.config.use_cache = True  # Trainer turns it off for training; generation wants it
     model.save_pretrained(out / "model")
     tokenizer.save_pretrained(out / "model")
-    (out / "train_summary.json").write_text(
-        json.dumps(dataclasses.asdict(summary), indent=2), encoding="utf-8"
-    )
+    summary.write(out / "train_summary.json")
     curve_frame(trainer.state.log_history).to_csv(out / "curve.csv", index=False)
 
 

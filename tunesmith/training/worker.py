@@ -16,14 +16,9 @@ from pathlib import Path
 
 
 def load_request(path: Path):
-    from tunesmith.training.options import options_from_dict
-    from tunesmith.training.run import TrainRequest
+    from tunesmith.training.request import TrainRequest
 
-    values = json.loads(path.read_text(encoding="utf-8"))
-    values["options"] = options_from_dict(values["options"])
-    for key in ("tokenized_dir", "output_dir", "checkpoint_dir"):
-        values[key] = Path(values[key])
-    return TrainRequest(**values)
+    return TrainRequest.from_json(path.read_text(encoding="utf-8"))
 
 
 def one_line(exc: BaseException) -> str:
