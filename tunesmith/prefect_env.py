@@ -126,7 +126,7 @@ def idle_priority(pid: int) -> None:
     spins at the OpenMP barrier. Training inside the flow ran 5-15% slower than alone on
     2 cores. An idle-class task gets a sliver (~0.3%) under full load, enough to answer a
     request between training steps. It does not close the whole gap: see
-    docs/benchmarks.md section 3, round C. Only once it has booted: started idle, its ~5
+    docs/benchmarks.md section 3. Only once it has booted: started idle, its ~5
     CPU-seconds of start-up at ~0.3% of a core missed the 120 s start-up timeout whenever
     other work (another run, a benchmark) kept both cores busy.
     """
