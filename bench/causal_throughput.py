@@ -87,7 +87,7 @@ def alpaca_conversations(n: int, seed: int) -> list[list[dict]]:
     with an empty output left out."""
     import random
 
-    from tunesmith.training.chat import ShapeError, to_messages
+    from tunesmith.objectives.causal_lm.chat import ShapeError, to_messages
 
     path = os.environ.get("ALPACA_JSON")
     if not path or not Path(path).is_file():
@@ -132,7 +132,7 @@ def base_model(quick: bool, work: Path) -> str:
 def rendered(base: str, args) -> list[dict]:
     from transformers import AutoTokenizer
 
-    from tunesmith.training.chat import render
+    from tunesmith.objectives.causal_lm.chat import render
 
     tok = AutoTokenizer.from_pretrained(base)
     return [render(c, tok, args.max_length) for c in conversations(args.rows, data=args.data)]

@@ -90,8 +90,11 @@ def score_val(work: Path, labels: list[str]) -> dict:
     """The trained model (models/hotdog/model) on every hotdog/val photo, as served."""
     import numpy as np
 
-    from tunesmith.images.scoring import load_image_classifier, predict_proba
     from tunesmith.metrics import classification_metrics
+    from tunesmith.objectives.image_classification.scoring import (
+        load_image_classifier,
+        predict_proba,
+    )
 
     files, names = photos(HOTDOG / "val")
     model, processor = load_image_classifier(work / "models" / NAME / "model", labels)

@@ -202,8 +202,12 @@ def make_project(work: Path, min_scale: float, batch: int) -> float:
     for step in ("ingest", "clean", "tokenize"):
         run_step(cfg, step)
     # The one-off cost: decode + the processor's resize + centre crop, per image.
-    from tunesmith.images.preprocess import load_processor, open_rgb, resize
     from tunesmith.models import resolve_base
+    from tunesmith.objectives.image_classification.preprocess import (
+        load_processor,
+        open_rgb,
+        resize,
+    )
 
     processor = load_processor(resolve_base(cfg.model.base, work))
     files = photos(HOTDOG / "train")[0]
@@ -217,8 +221,8 @@ def run_tunesmith(work: Path, steps: int, batch: int, min_scale: float) -> dict:
     from transformers import TrainerCallback
 
     from tunesmith.config import load_config
+    from tunesmith.objectives.image_classification import training as TI
     from tunesmith.train_request import build_request
-    from tunesmith.training import images as TI
     from tunesmith.training.run import train_model
 
     clock = Clock()

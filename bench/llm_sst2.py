@@ -92,7 +92,7 @@ def first_label_accuracy(answers: list[str], refs: list[str]) -> float:
 
 
 def score(path: str, convs: list, refs: list[str], template: str) -> dict:
-    from tunesmith import lm_eval as E
+    from tunesmith.objectives.causal_lm import evaluation as E
 
     model, tok = E.load_lm(path)
     started = time.perf_counter()

@@ -44,7 +44,7 @@ class EvaluateResult:
 @narrowed
 def evaluate(cfg: Config) -> EvaluateResult:
     """Score the candidate, the baseline and the champion; write the report (module doc)."""
-    from tunesmith.classification import clean_json, collapse
+    from tunesmith.objectives.classification.evaluation import clean_json, collapse
     from tunesmith.registry import store
     from tunesmith.registry.gate import baseline_wins, better
 

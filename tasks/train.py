@@ -3,7 +3,7 @@
 Maps the typed Config onto a `TrainRequest`; the training core itself never sees pydantic,
 so the same core runs on an accelerator machine with only torch/transformers/peft. The
 task type's training functions (model class, data, collator, metrics) are called by the
-core through tunesmith.tasktypes. `train.lr: auto` first runs the `tune` section's search
+core through tunesmith.objectives. `train.lr: auto` first runs the `tune` section's search
 on the train/val splits (tunesmith/tune.py: Optuna, each trial a child run of the
 pipeline's MLflow run) and trains with the best values; the chosen rate is logged on the
 run (param and tag `tune.best.train.lr`, metric `train/lr`).

@@ -1,6 +1,6 @@
 """docs/architecture.md is the first page a newcomer reads: it is checked against the code.
 
-The protocol section must name every member of `tasktypes.TaskType` and nothing that is not
+The protocol section must name every member of `objectives.TaskType` and nothing that is not
 one (it once said `ROLES` where the code says `ROLE_SETS`, and left six members out); its
 example declaration is the code's; and every file path a doc names exists.
 """
@@ -11,7 +11,7 @@ import re
 
 from conftest import REPO
 
-from tunesmith import steps, tasktypes
+from tunesmith import objectives, steps
 
 PAGE = REPO / "docs" / "architecture.md"
 
@@ -31,7 +31,7 @@ def _protocol_names_in(section: str) -> set[str]:
 def test_the_protocol_section_names_every_member_and_no_other():
     section = _section(PAGE.read_text(encoding="utf-8"), "The task-type protocol")
     named = _protocol_names_in(section)
-    missing = sorted(set(tasktypes.PROTOCOL) - named)
+    missing = sorted(set(objectives.PROTOCOL) - named)
     assert not missing, f"docs/architecture.md leaves out protocol members: {missing}"
     # Upper-case names and the functions table's names must be real members.
     table = [line for line in section.splitlines() if line.startswith("| ")][2:]
@@ -40,7 +40,7 @@ def test_the_protocol_section_names_every_member_and_no_other():
         cells = [re.sub(r"\([^()]*\)", "", cell) for cell in cells]
     in_table = {n for cell in cells for n in _protocol_names_in(cell)}
     constants = {n for n in named if n.isupper() and len(n) > 2}
-    unknown = sorted((in_table | constants) - set(tasktypes.PROTOCOL))
+    unknown = sorted((in_table | constants) - set(objectives.PROTOCOL))
     assert not unknown, f"docs/architecture.md names protocol members the code lacks: {unknown}"
 
 

@@ -195,7 +195,7 @@ def test_processor_matches_reference(converted: Path):
     from PIL import Image
     from transformers import AutoImageProcessor
 
-    from tunesmith.images.preprocess import normalisation, resize
+    from tunesmith.objectives.image_classification.preprocess import normalisation, resize
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:300, 0:411]

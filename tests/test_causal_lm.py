@@ -138,8 +138,8 @@ def test_the_pipeline_on_a_chat_dataset(tmp_path, tiny_llama, monkeypatch, capsy
     from mlflow import MlflowClient
 
     from tunesmith import tracking
+    from tunesmith.objectives.causal_lm.chat import prompt_ids
     from tunesmith.registry import store
-    from tunesmith.training.chat import prompt_ids
 
     root = chat_project(tmp_path / "proj", tiny_llama, conversations(90))
     cfg = load_config("chat", root)
@@ -232,8 +232,8 @@ def test_lm_loss_on_supervised_positions_equals_the_full_logits_loss(tiny_llama)
     word); the mean must equal the loss over full logits, rows in any order and padding."""
     import torch
 
-    from tunesmith import lm_eval as E
-    from tunesmith.training.chat import IGNORE, render
+    from tunesmith.objectives.causal_lm import evaluation as E
+    from tunesmith.objectives.causal_lm.chat import IGNORE, render
 
     model, tok = E.load_lm(tiny_llama)
     convs = [[{"role": "user", "content": "word " * n},
@@ -263,8 +263,8 @@ def test_supervised_loss_equals_the_models_own_loss(tiny_llama, lora):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunesmith.training.causal_lm import causal_collator, supervised_loss
-    from tunesmith.training.chat import render
+    from tunesmith.objectives.causal_lm.chat import render
+    from tunesmith.objectives.causal_lm.training import causal_collator, supervised_loss
 
     tok = AutoTokenizer.from_pretrained(tiny_llama)
     torch.manual_seed(0)
@@ -301,7 +301,7 @@ def test_dataset_add_sizes_max_length_from_the_rendered_rows(tmp_path, tiny_llam
     import yaml
     from transformers import AutoTokenizer
 
-    from tunesmith.training.chat import to_messages
+    from tunesmith.objectives.causal_lm.chat import to_messages
 
     root = chat_project(tmp_path / "proj", tiny_llama, conversations(20))
     rows = alpaca_rows(120)

@@ -11,8 +11,8 @@ import copy
 
 import pytest
 
-from tunesmith.training import chat
-from tunesmith.training.chat import IGNORE
+from tunesmith.objectives.causal_lm import chat
+from tunesmith.objectives.causal_lm.chat import IGNORE
 
 EOT = "<|im_end|>"
 CHATML = (

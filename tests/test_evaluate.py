@@ -20,8 +20,8 @@ from registry_helpers import (
 )
 
 from tunesmith import metrics as M
-from tunesmith.baseline import baseline_proba, fit_baseline
 from tunesmith.errors import DataError, EnvironmentProblem
+from tunesmith.objectives.text_classification.baseline import baseline_proba, fit_baseline
 from tunesmith.registry.store import BASELINE_DIR
 from tunesmith.tasks.evaluate import evaluate
 from tunesmith.tracking import tracking_uri
@@ -130,7 +130,7 @@ def test_an_untrained_model_is_flagged_against_the_baseline(project) -> None:
 def test_the_baseline_is_saved_only_when_evaluate_keeps_it(project, tmp_path) -> None:
     """Writing the TF-IDF model is most of evaluate on real data; register serves it only
     when it beat the candidate, so evaluate asks (`keep`) before writing it."""
-    from tunesmith.tasktypes import text_classification
+    from tunesmith.objectives import text_classification
 
     cfg = toy_config(project)
     run_pipeline(cfg, until="clean")
@@ -194,7 +194,7 @@ def test_baseline_on_sst2_is_a_real_bar() -> None:
 
 def test_length_sorted_batches_keep_each_texts_probabilities(tiny_bert: Path) -> None:
     """predict_proba batches texts by length; each row must still be its own text's scores."""
-    from tunesmith.text_scoring import load_classifier, predict_proba
+    from tunesmith.objectives.text_classification.scoring import load_classifier, predict_proba
 
     model, tokenizer = load_classifier(tiny_bert, ["LABEL_0", "LABEL_1"])
     torch.manual_seed(0)  # an untrained head scores every text ~0.5: spread them apart

@@ -81,9 +81,9 @@ def run_steps(cfg, *steps: str) -> dict:
 
 
 def load_base(base: str, opts):
-    from tunesmith import tasktypes
+    from tunesmith import objectives
 
-    return tasktypes.get("image-classification").load_model(base, LABELS, opts)
+    return objectives.get("image-classification").load_model(base, LABELS, opts)
 
 
 def apply(model, opts):
@@ -211,7 +211,7 @@ def test_vit_with_lora_from_a_csv_source(tmp_path, tiny_vit, one_torch_thread): 
     summary = json.loads((cfg.dirs.model / "train_summary.json").read_text())
     assert summary["method"] == "lora" and summary["trainable_share"] < 0.5
     assert (cfg.dirs.model / "adapter").is_dir()
-    from tunesmith.images.scoring import load_image_classifier
+    from tunesmith.objectives.image_classification.scoring import load_image_classifier
 
     model, _ = load_image_classifier(cfg.dirs.model / "model", LABELS)  # merged, no peft
     assert model.config.model_type == "vit"
@@ -310,8 +310,12 @@ def test_finetune_and_scratch_both_train(tmp_path, tiny_resnet, one_torch_thread
 def test_stored_pixels_match_the_processor_and_augmentation_keeps_shape(tmp_path, tiny_resnet):
     import torch
 
-    from tunesmith.images.preprocess import load_processor, normalisation, resize
-    from tunesmith.training.images import random_resized_crop
+    from tunesmith.objectives.image_classification.preprocess import (
+        load_processor,
+        normalisation,
+        resize,
+    )
+    from tunesmith.objectives.image_classification.training import random_resized_crop
 
     processor = load_processor(str(tiny_resnet))
     img = bars(True, np.random.default_rng(3), size=32)

@@ -79,9 +79,9 @@ def tiny_lite(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def load(base: Path, **kw):
-    from tunesmith import tasktypes
+    from tunesmith import objectives
 
-    return tasktypes.get("image-classification").load_model(str(base), LABELS, _opts(**kw))
+    return objectives.get("image-classification").load_model(str(base), LABELS, _opts(**kw))
 
 
 def apply(model, **kw):
@@ -333,7 +333,7 @@ def _lora(**kw):
 
 
 def test_dataset_add_writes_the_recipe_and_check_reports_images(tmp_path, monkeypatch, capsys):
-    from tunesmith.tasktypes.image_classification import RECIPE
+    from tunesmith.objectives.image_classification import RECIPE
 
     root = tmp_path / "proj"
     (root / "datasets").mkdir(parents=True)
@@ -372,7 +372,10 @@ def test_dataset_add_writes_the_recipe_and_check_reports_images(tmp_path, monkey
 def test_lite0_head_only_on_hot_dogs(tmp_path, monkeypatch, capsys):
     """The recipe's linear probe, 4 epochs: above 0.8 on the 50 hotdog/val photos (2 epochs
     scored 0.76 on 2026-12-06, before and after that day's changes: too few for the bar)."""
-    from tunesmith.images.scoring import load_image_classifier, predict_proba
+    from tunesmith.objectives.image_classification.scoring import (
+        load_image_classifier,
+        predict_proba,
+    )
     from tunesmith.tasks.runner import run_step
 
     root = tmp_path / "proj"

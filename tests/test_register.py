@@ -244,7 +244,7 @@ def test_collapse_and_majority_baseline_from_the_clean_splits(tmp_path) -> None:
     import numpy as np
     import pandas as pd
 
-    from tunesmith import classification as C
+    from tunesmith.objectives.classification import evaluation as C
 
     for split, labels in (("train", ["a"] * 8 + ["b"] * 2), ("test", ["a"] * 9 + ["b"])):
         pd.DataFrame({"text": [f"t{i}" for i in range(10)], "label": labels}).to_parquet(
@@ -353,7 +353,9 @@ def test_every_served_model_hints_its_input_as_a_dataframe() -> None:
     import ast
 
     checked = 0
-    for path in sorted((REPO / "tunesmith" / "registry").glob("*.py")):
+    served = [REPO / "tunesmith" / "registry" / "sklearn_classifier.py",
+              *sorted((REPO / "tunesmith" / "objectives").glob("*/served.py"))]
+    for path in served:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.FunctionDef) and node.name == "predict":
                 hint = {a.arg: a.annotation for a in node.args.args}.get("model_input")
@@ -364,13 +366,13 @@ def test_every_served_model_hints_its_input_as_a_dataframe() -> None:
 
 def test_served_image_baseline_features_match_the_ones_it_was_fitted_on(tmp_path) -> None:
     """The served image baseline computes its features itself (it must not need tunesmith):
-    they must be the fitted pipeline's, tunesmith/images/baseline.py's."""
+    they must be the fitted pipeline's, tunesmith/objectives/image_classification/baseline.py's."""
     import importlib.util
 
     import numpy as np
     from PIL import Image
 
-    from tunesmith.images.baseline import features
+    from tunesmith.objectives.image_classification.baseline import features
 
     rng = np.random.default_rng(0)
     paths = []

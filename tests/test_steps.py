@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from tunesmith import steps, tasktypes
+from tunesmith import objectives, steps
 from tunesmith.config import load_config
 from tunesmith.fingerprint import code_files, step_key
 from tunesmith.steps import UndeclaredRead
 
 
 def test_every_task_type_implements_the_whole_protocol():
-    for name, module_name in tasktypes.MODULES.items():
-        module = tasktypes.get(name)
-        missing = [m for m in tasktypes.PROTOCOL if not hasattr(module, m)]
+    for name, module_name in objectives.MODULES.items():
+        module = objectives.get(name)
+        missing = [m for m in objectives.PROTOCOL if not hasattr(module, m)]
         assert not missing, f"{module_name} lacks {missing}"
         assert module.NAME == name
         for step in {*module.READS, *module.INPUTS}:
@@ -75,12 +75,25 @@ def test_the_cache_key_follows_exactly_what_a_step_reads(project: Path):
 def test_code_dependencies_are_the_modules_a_step_imports():
     train = code_files("text-classification", "train")
     assert "tunesmith/training/run.py" in train and "tasks/train.py" in train
-    assert "tunesmith/tasktypes/text_classification.py" in train
+    assert "tunesmith/objectives/text_classification/__init__.py" in train
     # The registry is imported by the task type's serving functions only: not training code.
     assert not any(f.startswith("tunesmith/registry/") for f in train)
     assert "tunesmith/registry/store.py" in code_files("text-classification", "register")
-    assert "tunesmith/images/preprocess.py" in code_files("image-classification", "tokenize")
-    assert "tunesmith/images/preprocess.py" not in code_files("text-classification", "tokenize")
+    preprocess = "tunesmith/objectives/image_classification/preprocess.py"
+    assert preprocess in code_files("image-classification", "tokenize")
+    assert preprocess not in code_files("text-classification", "tokenize")
+    # A submodule of a task package runs the package's top level, not its functions: the
+    # image tokenize step (the package's preprocess.py) and causal-LM training (its
+    # training.py) do not depend on the registry the packages' serving functions import.
+    for task, step in (("image-classification", "tokenize"), ("causal-lm", "train")):
+        files = code_files(task, step)
+        assert not any(f.startswith(("tunesmith/registry/", "tunesmith/validation/"))
+                       for f in files), (task, step)
+    # The functions text and image share (objectives/classification) count where called.
+    shared = "tunesmith/objectives/classification/__init__.py"
+    assert shared in code_files("image-classification", "train")
+    assert "tunesmith/training/metrics.py" in code_files("image-classification", "train")
+    assert "tunesmith/training/metrics.py" not in code_files("image-classification", "ingest")
 
 
 def test_no_step_branches_on_the_task_type():
@@ -93,8 +106,20 @@ def test_no_step_branches_on_the_task_type():
     for folder in ("tunesmith", "tasks", "flows"):
         for path in (REPO / folder).rglob("*.py"):
             rel = path.relative_to(REPO).as_posix()
-            if rel in allowed or rel.startswith("tunesmith/tasktypes/"):
+            if rel in allowed or rel.startswith("tunesmith/objectives/"):
                 continue
             offenders += [f"{rel}:{i}" for i, line in enumerate(path.read_text().splitlines(), 1)
                           if pattern.search(line)]
     assert offenders == []
+
+
+def test_the_training_core_calls_only_the_training_half_of_the_protocol():
+    """tunesmith/training runs on an accelerator machine: what it calls on a task type is
+    `objectives.TrainingCore`, so that half is what a task must make work without pydantic."""
+    import re
+
+    called = set()
+    for path in (REPO / "tunesmith" / "training").glob("*.py"):
+        called |= set(re.findall(r"\btask\.([A-Za-z_]+)", path.read_text(encoding="utf-8")))
+    assert called and called <= set(objectives.TRAINING_CORE), called - set(
+        objectives.TRAINING_CORE)

@@ -194,7 +194,7 @@ def test_cpu_training_uses_fused_adamw_and_pads_to_the_longest_row(tiny_bert, to
     # multiple of 8 (~20% of a MiniLM step on ~16-token SST-2 batches) and the for-loop AdamW.
     from transformers import AutoTokenizer
 
-    from tunesmith.tasktypes import text_classification
+    from tunesmith.objectives import text_classification
 
     rec = FusedFlag()
     req = request(tiny_bert, tokenized, tmp_path, max_steps=2)
@@ -265,14 +265,14 @@ def test_staged_unfreezing_follows_the_schedule(tiny_bert, tokenized, tmp_path):
 
 
 def test_warm_start_copies_rows_of_shared_labels(tiny_bert, tokenized, tmp_path):
-    from tunesmith import tasktypes
+    from tunesmith import objectives
     from tunesmith.training.warm_start import copy_head_rows, model_dir
 
     train_model(request(tiny_bert, tokenized, tmp_path, max_steps=2))
     previous = model_dir(tmp_path / "model_out")
     old = weights(previous)
     new_labels = ["pos", "neutral", "neg"]  # order changed, one label new, none dropped
-    model = tasktypes.get("text-classification").load_model(str(previous), new_labels,
+    model = objectives.get("text-classification").load_model(str(previous), new_labels,
                                                              TrainOptions())
     shared = copy_head_rows(model, new_labels, previous)
     assert shared == ["pos", "neg"]
@@ -489,13 +489,13 @@ def test_a_resized_image_head_and_lora_warn_nothing(tiny_resnet, tiny_bert, capl
 
     from transformers import AutoModelForSequenceClassification
 
-    from tunesmith import tasktypes
+    from tunesmith import objectives
     from tunesmith.training.methods import apply_method, load_pretrained
     from tunesmith.training.options import LoraOptions, TrainOptions
 
     with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
         warnings.simplefilter("always")
-        images = tasktypes.get("image-classification")
+        images = objectives.get("image-classification")
         model = images.load_model(str(tiny_resnet), ["a", "b"], TrainOptions(method="full"))
         assert model.config.num_labels == 2
         lora = TrainOptions(method="lora", lora=LoraOptions(r=2, alpha=4))

@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import make_rows, save_split
 
-from tunesmith.training.causal_lm import causal_collator
-from tunesmith.training.chat import render
+from tunesmith.objectives.causal_lm.chat import render
+from tunesmith.objectives.causal_lm.training import causal_collator
 from tunesmith.training.options import LoraOptions, TrainOptions
 from tunesmith.training.run import TrainRequest, train_model
 
@@ -57,7 +57,7 @@ def pairs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
 
 
 def render_split(tok, n: int, seed: int, out: Path, max_length: int = 64) -> None:
-    """Rows as the tokenize step writes them (tunesmith.training.chat.render)."""
+    """Rows as the tokenize step writes them (tunesmith.objectives.causal_lm.chat.render)."""
     cols: dict[str, list] = {"input_ids": [], "labels": [], "length": []}
     for prompt, response in zip(*pairs(n, seed), strict=True):
         r = render([{"role": "user", "content": prompt},

@@ -82,17 +82,17 @@ def _write_dataset(root: Path, path: Path, name: str, source: str, task: str,
                    columns: dict[str, str | None], fmt: str | None, delimiter: str | None,
                    encoding: str, label_map: list[str], overrides: dict,
                    echo: Callable[[str], None]) -> None:
-    from tunesmith import tasktypes
+    from tunesmith import objectives
 
-    if task not in tasktypes.MODULES:
-        raise ConfigError(f"--task {task!r}: choose one of {', '.join(tasktypes.MODULES)}")
+    if task not in objectives.MODULES:
+        raise ConfigError(f"--task {task!r}: choose one of {', '.join(objectives.MODULES)}")
     if is_url(source):
         raise ConfigError("dataset add with a URL source: download it once and pass the file, "
                           "then set source.path to the URL in the YAML")
     src = SourceConfig(path=source, format=fmt, delimiter=delimiter, encoding=encoding)
     spec: dict = {"description": f"Added with `tunesmith dataset add` from {source}.",
                   "task": task, "source": src.model_dump(exclude_defaults=True)}
-    kind = tasktypes.get(task)
+    kind = objectives.get(task)
     spec.update(kind.describe(root, src, columns, parse_label_map(label_map)))
     spec = deep_merge(spec, overrides)
     path.parent.mkdir(exist_ok=True)
@@ -188,11 +188,11 @@ def check(name: str, overrides: list[str], echo: Callable[[str], None] = print) 
 
 
 def _echo_clean_report(cfg, echo: Callable[[str], None]) -> None:
-    from tunesmith import tasktypes
+    from tunesmith import objectives
     from tunesmith.jsonio import read_json
 
     report = read_json(cfg.dirs.clean / "report.json")
-    lines = tasktypes.get(cfg.task).report_lines(report)
+    lines = objectives.get(cfg.task).report_lines(report)
     echo(f"{cfg.name}: {lines[0]}")
     for line in lines[1:]:
         echo(line)

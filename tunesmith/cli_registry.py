@@ -94,7 +94,7 @@ def predict(
     and `score`. A causal-LM dataset's model answers each prompt instead (`response`)."""
     import pandas as pd
 
-    from tunesmith import tasktypes
+    from tunesmith import objectives
     from tunesmith.config import load_config
     from tunesmith.registry import store
 
@@ -106,7 +106,7 @@ def predict(
         raise ConfigError(f"--max-new-tokens must be >= 1 (got {max_new_tokens}) and "
                           f"--temperature >= 0 (got {temperature:g})")
     cfg = load_config(dataset, overrides=set_ or [])
-    task = tasktypes.get(cfg.task)
+    task = objectives.get(cfg.task)
     if input is not None:
         # An explicit --text-col, else the dataset's own input column (so an export of the
         # source works as is), else the task's usual names.

@@ -56,8 +56,12 @@ def _imports_in(nodes: list[ast.AST], module: str) -> set[str]:
             if node.level:
                 parts = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*parts, base] if base else parts)
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)  # submodules
+            # `from pkg import submodule` runs only pkg's top level (a parent, see
+            # module_closure); `from pkg import name` uses pkg's own code.
+            subs = {f"{base}.{alias.name}" for alias in node.names}
+            found.update(m for m in subs if module_path(m) is not None)
+            if any(module_path(m) is None for m in subs):
+                found.add(base)
     return {m for m in found if module_path(m) is not None}
 
 
@@ -89,27 +93,54 @@ def _with_parents(module: str) -> set[str]:
 
 
 @functools.cache
-def module_closure(module: str) -> frozenset[str]:
-    """`module`, its parent packages and every project module they import, transitively."""
-    seen: set[str] = set()
-    todo = [module]
+def _top_imports(module: str) -> frozenset[str]:
+    """Project modules `module`'s top level imports (not those inside its functions)."""
+    found, todo = [], list(_tree(module_path(module)).body)
     while todo:
-        current = todo.pop()
-        for name in _with_parents(current):
-            if name in seen or module_path(name) is None:
-                continue
-            seen.add(name)
-            todo.extend(_module_imports(name))
-    return frozenset(seen)
+        node = todo.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            continue
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            found.append(node)
+        elif isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            todo.extend(node.orelse)
+        else:
+            todo.extend(ast.iter_child_nodes(node))
+    return frozenset(_imports_in(found, module))
+
+
+@functools.cache
+def module_closure(module: str) -> frozenset[str]:
+    """`module` and every project module it imports, transitively, with the packages above
+    each. A package reached only as the parent of a submodule counts with what its top level
+    imports: importing `pkg.sub` runs pkg/__init__.py's top level, not its functions (a task
+    package's serving functions import the registry; its training submodules must not)."""
+    used: set[str] = set()  # code that runs: every import in the file counts
+    top: set[str] = set()  # modules whose top level runs (a parent, what a parent imports)
+    todo = [(module, True)]
+    while todo:
+        current, whole = todo.pop()
+        if current in used or (not whole and current in top) or module_path(current) is None:
+            continue
+        (used if whole else top).add(current)
+        todo.extend((m, whole) for m in (_module_imports if whole else _top_imports)(current))
+        todo.extend((parent, False) for parent in _with_parents(current) - {current})
+    return frozenset(used | top)
 
 
 def function_closure(module: str, functions: tuple[str, ...]) -> frozenset[str]:
     """What calling `functions` of `module` imports: its top-level imports, the imports in
-    those functions and in the module's own functions they call, each expanded fully."""
+    those functions and in the module's own functions they call, each expanded fully. A
+    function the module re-exports (`from pkg.shared import f as f`, how text and image
+    classification share theirs) is followed into its own module the same way."""
     tree = _tree(module_path(module))
     defs = {n.name: n for n in tree.body
             if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)}
-    top = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+    reexported = {alias.asname or alias.name: (n.module, alias.name) for n in tree.body
+                  if isinstance(n, ast.ImportFrom) and not n.level and _is_reexport(n)
+                  for alias in n.names}
+    top = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)
+           and not (isinstance(n, ast.ImportFrom) and not n.level and _is_reexport(n))]
     wanted, todo = set(), [f for f in functions if f in defs]
     while todo:
         name = todo.pop()
@@ -120,9 +151,38 @@ def function_closure(module: str, functions: tuple[str, ...]) -> frozenset[str]:
         todo.extend(used & set(defs) - wanted)
     imported = _imports_in(top + [defs[n] for n in wanted], module)
     out: set[str] = set(_with_parents(module))
+    above = {name for parent in _with_parents(module) - {module}
+             for name in _top_imports(parent)}  # what importing `module` runs first
     for name in imported:
         out |= module_closure(name)
+    out |= {m for name in above | {s for s, _ in reexported.values()}
+            for m in _top_closure(name)}
+    for source, name in set(reexported.values()):
+        if name in functions:
+            out |= function_closure(source, (name,))
     return frozenset(m for m in out if module_path(m) is not None)
+
+
+@functools.cache
+def _top_closure(module: str) -> frozenset[str]:
+    """What importing `module` runs: its top level, its parents', and theirs, transitively."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        current = todo.pop()
+        for name in _with_parents(current):
+            if name not in seen and module_path(name) is not None:
+                seen.add(name)
+                todo.extend(_top_imports(name))
+    return frozenset(seen)
+
+
+def _is_reexport(node: ast.ImportFrom) -> bool:
+    """`from project.module import f as f, g as g`: functions passed on under their own
+    names (the explicit re-export form), not submodules."""
+    return module_path(node.module or "") is not None and all(
+        alias.asname == alias.name and module_path(f"{node.module}.{alias.name}") is None
+        for alias in node.names)
 
 
 def step_files(step: str, task_module: str, uses: tuple[str, ...]) -> list[str]:

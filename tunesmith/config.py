@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from tunesmith import tasktypes
+from tunesmith import objectives
 from tunesmith.errors import ConfigError
 from tunesmith.training.options import TrainOptions, resolve_defaults
 
@@ -227,7 +227,7 @@ class Config(Strict):
 
     @model_validator(mode="after")
     def _columns_for_task(self) -> Config:
-        task = tasktypes.get(self.task)
+        task = objectives.get(self.task)
         given = {k for k, v in self.columns.model_dump().items() if v is not None}
         if not any(set(roles) <= given for roles in task.ROLE_SETS):
             wanted = " or ".join("columns." + " and columns.".join(r) for r in task.ROLE_SETS)

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from tunesmith import codedeps, steps, tasktypes
+from tunesmith import codedeps, objectives, steps
 from tunesmith.config import DATASETS_DIR, PARAMS_FILE, Config, dataset_names, load_config
 from tunesmith.errors import ConfigError
 from tunesmith.steps import stage_name
@@ -63,7 +63,7 @@ def resolve_code() -> list[str]:
     """The code `tunesmith resolve` runs to write the inputs files (top-level imports only:
     config loading, the declarations and the task types' READS)."""
     modules = ["tunesmith.dvcfile", *(f"tunesmith.tasks.{s}" for s in steps.STEPS),
-               *tasktypes.MODULES.values()]
+               *objectives.MODULES.values()]
     return codedeps.toplevel_files(modules)
 
 
@@ -108,7 +108,8 @@ def metrics_and_plots(cfg: Config) -> tuple[list[str], list[dict[str, Any]]]:
     ev = _rel(cfg.dirs.eval, cfg.root)
     curve = _rel(cfg.dirs.model / "curve.csv", cfg.root)
     plots = []
-    if tasktypes.get(cfg.task).LABELLED:  # classification writes these (tunesmith.classification)
+    # classification writes these (tunesmith.objectives.classification.evaluation)
+    if objectives.get(cfg.task).LABELLED:
         plots += [
             {f"{ev}/confusion.csv": {"template": "confusion", "x": "actual", "y": "predicted",
                                      "title": f"{cfg.name} confusion matrix (test)"}},

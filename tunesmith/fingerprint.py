@@ -14,7 +14,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from tunesmith import codedeps, steps, tasktypes
+from tunesmith import codedeps, objectives, steps
 from tunesmith.config import Config
 from tunesmith.models import resolve_base
 from tunesmith.sources import file_digest, is_url
@@ -28,7 +28,7 @@ BASE_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.t
 
 def code_files(task: str, step: str) -> list[str]:
     """Project-relative paths of the code `step` runs for a dataset of type `task`."""
-    return codedeps.step_files(step, tasktypes.MODULES[task], steps.declaration(step).uses)
+    return codedeps.step_files(step, objectives.MODULES[task], steps.declaration(step).uses)
 
 
 def code_digest(task: str, step: str) -> str:

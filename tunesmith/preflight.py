@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tunesmith import tasktypes
+from tunesmith import objectives
 from tunesmith.config import Config
 from tunesmith.errors import ConfigError, EnvironmentProblem
 from tunesmith.training.families import NO_ATTENTION
@@ -50,7 +50,7 @@ def base_config(cfg: Config) -> dict | None:
 
 def check(cfg: Config) -> None:
     """Raise the first problem that would stop a step later (see the module docstring)."""
-    task = tasktypes.get(cfg.task)
+    task = objectives.get(cfg.task)
     config = base_config(cfg)
     if config is not None and (problem := task.check_base(config)):
         raise ConfigError(f"model.base {cfg.model.base!r}: {problem}")

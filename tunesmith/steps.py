@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tunesmith import tasktypes
+from tunesmith import objectives
 
 if TYPE_CHECKING:
     from tunesmith.config import Config
@@ -129,12 +129,12 @@ def declaration(step: str) -> Step:
 
 def reads(task: str, step: str) -> tuple[str, ...]:
     """The config keys `step` reads for a dataset of type `task` (sorted, no duplicates)."""
-    declared = declaration(step).reads + tasktypes.extra_reads(task, step)
+    declared = declaration(step).reads + objectives.extra_reads(task, step)
     return tuple(sorted(set(declared)))
 
 
 def inputs(task: str, step: str) -> tuple[str, ...]:
-    extra = tuple(tasktypes.get(task).INPUTS.get(step, ()))
+    extra = tuple(objectives.get(task).INPUTS.get(step, ()))
     return tuple(dict.fromkeys(declaration(step).inputs + extra))
 
 
@@ -236,7 +236,7 @@ def view(cfg: Config, step: str) -> ConfigView:
 
 def task_of(cfg: Any, step: str) -> Any:
     """The task type of `cfg` as `step` may use it (only the functions in its `uses`)."""
-    return TaskView(tasktypes.get(cfg.task), frozenset(declaration(step).uses), step)
+    return TaskView(objectives.get(cfg.task), frozenset(declaration(step).uses), step)
 
 
 def narrowed(func: F) -> F:

@@ -88,14 +88,14 @@ def parse_space(pairs: list[str] | dict[str, str]) -> list[Dim]:
 
 def space_of(cfg: Config, extra: list[str] | None = None) -> list[Dim]:
     """`tune.space` with the `--space` flags on top, or the default learning-rate range."""
-    from tunesmith import tasktypes
+    from tunesmith import objectives
     from tunesmith.training.options import default_lr
 
     dims = {d.key: d for d in parse_space(dict(cfg.tune.space))}
     dims.update({d.key: d for d in parse_space(extra or [])})
     if not dims:
         t = cfg.train
-        rate = default_lr(t.method, t.optimizer, tasktypes.get(cfg.task).LR_DEFAULTS)
+        rate = default_lr(t.method, t.optimizer, objectives.get(cfg.task).LR_DEFAULTS)
         dims["train.lr"] = Dim("train.lr", "float", rate / 10, rate * 10, log=True)
     return list(dims.values())
 
@@ -177,13 +177,13 @@ def search(cfg: Config, trials: int | None = None, space: list[Dim] | None = Non
     `pruner` replaces the median pruner (tests)."""
     import optuna
 
-    from tunesmith import tasktypes
+    from tunesmith import objectives
     from tunesmith.train_request import build_request
     from tunesmith.training.run import train_model
 
     n_trials = trials or cfg.tune.trials
     dims = space or space_of(cfg)
-    task = tasktypes.get(cfg.task)
+    task = objectives.get(cfg.task)
     base = dataclasses.replace(cfg.train, epochs=float(epochs or cfg.tune.epochs),
                                save_total_limit=1)
     if base.lr == "auto":

@@ -78,11 +78,12 @@ def should_promote(
     None when there is no champion (that rule then passes trivially). A champion whose
     metrics lack the primary metric (it could not be re-scored) fails the rule: a model we
     cannot compare never replaces one that exists. `collapse` is evaluate's verdict on a
-    classifier (tunesmith.classification.collapse; None: not a classifier): a collapsed
-    model fails. `is_baseline`: the candidate is the classical baseline itself (register's
-    second candidate), so the baseline rule does not apply. `champion_record`: the
-    champion's test metrics as recorded when it was registered (None: no champion, or none
-    recorded): the candidate may not fall more than `gate.record_tolerance` below them.
+    classifier (tunesmith.objectives.classification.evaluation.collapse; None: not a
+    classifier): a collapsed model fails. `is_baseline`: the candidate is the classical
+    baseline itself (register's second candidate), so the baseline rule does not apply.
+    `champion_record`: the champion's test metrics as recorded when it was registered (None:
+    no champion, or none recorded): the candidate may not fall more than
+    `gate.record_tolerance` below them.
     """
     checks = [*_thresholds(candidate, gate), *_collapse(collapse, gate)]
     cand = candidate.get(gate.primary_metric)

@@ -6,7 +6,7 @@ the columns the fine-tuned pyfunc does (`label`, `score`, `prob_<label>`), so `t
 predict` and evaluate's champion re-score work the same whichever family is champion. Like
 hf_classifier.py it depends on mlflow, scikit-learn, numpy and pandas (and pillow for
 images), never on tunesmith: the image features are computed here, the same way as
-tunesmith/images/baseline.py (tests/test_register.py checks they agree).
+tunesmith/objectives/image_classification/baseline.py (tests/test_register.py checks they agree).
 """
 
 from __future__ import annotations

@@ -23,8 +23,11 @@ from tunesmith.tracking import configure, tracking_uri
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-MODEL_CODE = Path(__file__).with_name("hf_classifier.py")
-IMAGE_CODE = Path(__file__).with_name("hf_image_classifier.py")
+# MLflow "models from code" files: each task type's served model, and the classical baseline
+# (text or images) served the same way.
+OBJECTIVES = Path(__file__).resolve().parent.parent / "objectives"
+MODEL_CODE = OBJECTIVES / "text_classification" / "served.py"
+IMAGE_CODE = OBJECTIVES / "image_classification" / "served.py"
 BASELINE_CODE = Path(__file__).with_name("sklearn_classifier.py")
 BASELINE_MODEL = "baseline_model"  # its name in the run, next to the fine-tuned `model`
 BASELINE_DIR = "baseline_model"  # where evaluate saves it, under the eval folder

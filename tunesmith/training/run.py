@@ -32,7 +32,7 @@ from transformers import (
 )
 from transformers.trainer_callback import ProgressCallback
 
-from tunesmith import faults, gcpolicy, tasktypes
+from tunesmith import faults, gcpolicy, objectives
 from tunesmith.console import progress_bars
 from tunesmith.errors import ConfigError
 from tunesmith.training.callbacks import EpochLog, FaultPoints, QuietProgress
@@ -307,7 +307,7 @@ def training_args(req: TrainRequest, ckpt: Path, metric: str, greater: bool,
 
 def train_model(req: TrainRequest) -> TrainSummary:
     """Train `req.base_model` with `req.options` on the tokenized splits; write the outputs."""
-    task = tasktypes.get(req.task)
+    task = objectives.get(req.task)
     req = _resolved(req, task)
     check_environment(req.options)  # e.g. QLoRA on CPU: stop before loading anything
     faults.point("train.start")
@@ -501,7 +501,7 @@ def merged_model(peft_model, req: TrainRequest):
     # 4-bit weights can't absorb the adapter exactly: reload the base in bf16 and merge there.
     from peft import PeftModel
 
-    task = tasktypes.get(req.task)
+    task = objectives.get(req.task)
     full = dataclasses.replace(req.options, method="full")
     base = task.load_model(req.base_model, list(req.labels) if task.LABELLED else None, full,
                            dtype=torch.bfloat16)

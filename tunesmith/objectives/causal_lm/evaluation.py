@@ -1,7 +1,7 @@
 """Causal-LM evaluation: response-only loss, perplexity, greedy generations, exact match.
 
 Rows are conversations (`messages`), rendered exactly as training renders them
-(tunesmith.training.chat.render: the chat template, or `train.prompt_template` when the
+(tunesmith.objectives.causal_lm.chat.render: the chat template, or `train.prompt_template` when the
 tokenizer has none), so the test perplexity is comparable with the training curve's eval loss
 and the same for the fine-tuned model, the untuned base and the champion. Generation feeds
 `chat.prompt_ids`: the prompt serving renders.
@@ -42,8 +42,8 @@ def lm_loss(model: Any, tokenizer: Any, conversations: list[list[dict]], max_len
     so long answers weigh more: the training loss's definition."""
     import torch
 
-    from tunesmith.training.causal_lm import perplexity
-    from tunesmith.training.chat import IGNORE, render
+    from tunesmith.objectives.causal_lm.chat import IGNORE, render
+    from tunesmith.objectives.causal_lm.training import perplexity
 
     rows = [render(m, tokenizer, max_length, template) for m in conversations]
     rows = [r for r in rows if r["n_supervised"]]  # as tokenize: nothing to score otherwise
@@ -77,7 +77,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[list[dict]], template: st
     batches: generation continues from the right end of each row)."""
     import torch
 
-    from tunesmith.training.chat import prompt_ids
+    from tunesmith.objectives.causal_lm.chat import prompt_ids
 
     encoded = [prompt_ids(p, tokenizer, template) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # less padding

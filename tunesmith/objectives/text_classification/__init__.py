@@ -1,7 +1,7 @@
 """Text classification: a text column and a label column; a sequence classifier.
 
-The protocol (tunesmith.tasktypes.TaskType), in step order. The baseline is TF-IDF + logistic
-regression fit on the train split (tunesmith/baseline.py).
+The protocol (tunesmith.objectives.TaskType), in step order. The baseline is TF-IDF + logistic
+regression fit on the train split (tunesmith/objectives/text_classification/baseline.py).
 """
 
 from __future__ import annotations
@@ -9,6 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+# Protocol functions that are the same for text and images (explicit re-exports).
+from tunesmith.objectives.classification import best_metric as best_metric
+from tunesmith.objectives.classification import finish_val_metrics as finish_val_metrics
+from tunesmith.objectives.classification import measure as measure
+from tunesmith.objectives.classification import metric_fns as metric_fns
+from tunesmith.objectives.classification import serve as serve
+from tunesmith.objectives.classification import training_loss as training_loss
 from tunesmith.training.families import VISION
 
 if TYPE_CHECKING:
@@ -123,12 +130,6 @@ def describe(root: Path, src: Any, columns: dict[str, str | None],
     return {**spec, "label_map": label_map} if label_map else spec
 
 
-def measure(cfg: Config) -> tuple[dict, list[str]]:
-    """`dataset add`: settings measured on the data; none for this task (its recipe is in
-    `describe`)."""
-    return {}, []
-
-
 def report_lines(report: dict) -> list[str]:
     """The clean report for `dataset check`: drops, conflicts, class balance, lengths."""
     from tunesmith.cleaning import report_lines as common
@@ -204,35 +205,19 @@ def collator(tokenizer: Any, opts: TrainOptions) -> Any:
     return padding_collator(tokenizer)
 
 
-def training_loss() -> Any | None:
-    return None  # the model's cross-entropy (or the class-weighted one, train.class_weights)
-
-
-def metric_fns() -> tuple[Any, Any]:
-    from tunesmith.training.metrics import argmax_logits, classification_metrics
-
-    return classification_metrics, argmax_logits
-
-
-def best_metric(opts: TrainOptions) -> tuple[str, bool]:
-    from tunesmith.training.metrics import direction
-
-    return opts.metric_for_best, direction(opts.metric_for_best)
-
-
-def finish_val_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    return metrics
-
-
 # ------------------------------------------------------------------------- evaluate
 
 
 def score_candidate(cfg: Config, out: Path) -> dict:
     """Metrics, latency and size of the trained model on the test split; writes the plot
     files and the most confident mistakes into `out`."""
-    from tunesmith import classification as C
     from tunesmith import metrics as M
-    from tunesmith.text_scoring import latency, load_classifier, predict_proba
+    from tunesmith.objectives.classification import evaluation as C
+    from tunesmith.objectives.text_classification.scoring import (
+        latency,
+        load_classifier,
+        predict_proba,
+    )
 
     test = C.read_split(cfg.dirs.clean, "test", "text")
     y_true = C.label_ids(cfg.labels, test, cfg.dirs.clean / "test.parquet")
@@ -254,9 +239,9 @@ def score_baseline(cfg: Config, out: Path, keep: Callable[[dict], bool]) -> dict
     `log_baseline`). Not otherwise: MLflow's skops format writes the vocabulary one term
     at a time, ~10 s for the 45,582 terms of 3,954 SST-2 rows (9.7 and 10.9 s measured;
     fitting took 1 s), half of evaluate in bench/pipeline_overhead.py."""
-    from tunesmith import classification as C
-    from tunesmith.baseline import baseline_proba, fit_baseline
     from tunesmith.errors import DataError
+    from tunesmith.objectives.classification import evaluation as C
+    from tunesmith.objectives.text_classification.baseline import baseline_proba, fit_baseline
 
     train = C.read_split(cfg.dirs.clean, "train", "text")
     test = C.read_split(cfg.dirs.clean, "test", "text")
@@ -274,14 +259,14 @@ def score_baseline(cfg: Config, out: Path, keep: Callable[[dict], bool]) -> dict
 
 def score_majority(cfg: Config) -> dict | None:
     """Always the train split's most frequent class, scored on test (the collapse floor)."""
-    from tunesmith import classification as C
+    from tunesmith.objectives.classification import evaluation as C
 
     return C.majority_baseline(cfg.dirs.clean, cfg.labels)
 
 
 def score_champion(cfg: Config) -> dict | None:
     """The registered champion re-scored on this test split (None: not comparable)."""
-    from tunesmith import classification as C
+    from tunesmith.objectives.classification import evaluation as C
 
     test = C.read_split(cfg.dirs.clean, "test", "text")
     proba = C.champion_proba(cfg, "text", test["text"].astype(str).tolist())
@@ -321,11 +306,6 @@ def predict_inputs(cfg: Config, values: list[str], table: Path | None) -> pd.Dat
     import pandas as pd
 
     return pd.DataFrame({"text": [str(v) for v in values]})
-
-
-def serve(model: Any, inputs: pd.DataFrame, options: dict[str, Any]) -> pd.DataFrame:
-    """The MLflow model's own predict: label, score and prob_* per row."""
-    return model.predict(inputs)
 
 
 def input_columns(cfg: Config) -> list[str]:

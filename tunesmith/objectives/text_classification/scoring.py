@@ -1,6 +1,6 @@
 """Score texts with a trained sequence classifier: probabilities and latency.
 
-The registry's pyfunc (tunesmith/registry/hf_classifier.py) repeats the length-sorted
+The registry's pyfunc (tunesmith/objectives/text_classification/served.py) repeats the length-sorted
 batching, because MLflow runs that file without tunesmith installed.
 """
 

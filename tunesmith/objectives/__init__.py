@@ -1,17 +1,22 @@
-"""Task types: one module each, behind one small protocol (`TaskType` below).
+"""Task types ("objectives": text classification, causal LM, image classification): one
+package each, behind one protocol (`TaskType` below) in two halves, `TrainingCore` (what
+tunesmith/training calls) and `Pipeline` (what the steps and commands call).
 
-The steps (`tasks/<step>.py`) and the training core call a task type through this protocol
-and never branch on `cfg.task`; adding a task type (token classification, regression, ...)
-is one new module here, one entry in `MODULES` and its tests (docs/architecture.md says how).
+A package holds all of its task's code: the protocol functions in its `__init__.py`, and
+its data, validation suite, training pieces, evaluation and served model next to them.
+Text and image classification share `classification/` (the protocol functions that are the
+same for both, and the classifier evaluation). The steps (`tasks/<step>.py`) and the
+training core call a task type through the protocol and never branch on `cfg.task`;
+adding a task type (token classification, regression, ...) is one new package here, one
+entry in `MODULES` and its tests (docs/architecture.md says how).
 
-A task module imports nothing heavy at module level (no pandas, torch, pydantic, GX,
-MLflow): the training core imports it on an accelerator machine that has only torch,
-transformers, peft, accelerate, pandas and pyarrow, and `tunesmith dvc-yaml` / the step cache
-keys read its `READS` without paying for imports. What each protocol function needs it
-imports inside, so a step's code dependencies (tunesmith.codedeps) are only the functions
-it calls.
+A package's `__init__.py` imports nothing heavy at module level (no pandas, torch,
+pydantic, GX, MLflow): the training core imports it on an accelerator machine that has
+only torch, transformers, peft, accelerate, pandas and pyarrow, and `tunesmith dvc-yaml` /
+the step cache keys read its `READS` without paying for imports. What each protocol
+function needs it imports inside, so a step's code dependencies (tunesmith.codedeps) are
+only the functions it calls.
 """
-
 from __future__ import annotations
 
 import importlib
@@ -27,34 +32,50 @@ if TYPE_CHECKING:
     from tunesmith.validation.suites import Batch
 
 MODULES: dict[str, str] = {
-    "text-classification": "tunesmith.tasktypes.text_classification",
-    "causal-lm": "tunesmith.tasktypes.causal_lm",
-    "image-classification": "tunesmith.tasktypes.image_classification",
+    "text-classification": "tunesmith.objectives.text_classification",
+    "causal-lm": "tunesmith.objectives.causal_lm",
+    "image-classification": "tunesmith.objectives.image_classification",
 }
 
 
-class TaskType(Protocol):
-    """What a task type module provides. Each function is called by one step."""
+class TrainingCore(Protocol):
+    """What tunesmith/training calls: on an accelerator machine, with only torch,
+    transformers, peft, accelerate, pandas and pyarrow installed."""
 
     NAME: str
-    # `columns.<role>` a dataset of this type maps: one complete set of these
-    ROLE_SETS: tuple[tuple[str, ...], ...]
     LABELLED: bool  # classes listed in `labels` (at least two), a head sized to them
-    MEASURES: frozenset[str]  # metrics its evaluation reports; thresholds on others are skipped
-    BASELINE: str  # the named baseline evaluate scores and the gate compares with
-    BASELINE_MIN_GAIN: float  # relative gain over it the gate needs (0: a tie passes)
-    PREDICTS: tuple[str, ...]  # first columns the served model returns
     PEFT_TASK: str | None  # peft TaskType of a LoRA wrapper (None: a plain PeftModel)
-    DEFAULT_BASE: str  # the named base `model.base` means when unset
-    PRIMARY_METRIC: str  # the gate's metric when register.primary_metric is unset
-    # Config keys, and folders, a step reads for this task beyond the step's own declaration.
-    READS: Mapping[str, tuple[str, ...]]
-    INPUTS: Mapping[str, tuple[str, ...]]
     # train.lr defaults this task overrides, {optimizer: {method: rate}} (empty: the common
     # table, tunesmith.training.options.LR_DEFAULTS)
     LR_DEFAULTS: Mapping[str, Mapping[str, float]]
     # train.batch_tokens when unset, per device ("cpu", "cuda"); absent: 0, batch_size rows
     BATCH_TOKENS: Mapping[str, int]
+
+    # train (training core, no pydantic): model, data, collator, metrics
+    def load_model(self, base: str, labels: list[str], opts: TrainOptions, **kw: Any) -> Any: ...
+    def training_data(self, tokenized: Path, base: str, opts: TrainOptions) -> tuple: ...
+    def collator(self, processing_class: Any, opts: TrainOptions) -> Any: ...
+    def metric_fns(self) -> tuple[Any, Any]: ...
+    # the training loss, model(**inputs) -> loss; None: the model's own (its `labels` loss)
+    def training_loss(self) -> Any | None: ...
+    def best_metric(self, opts: TrainOptions) -> tuple[str, bool]: ...
+    def finish_val_metrics(self, metrics: dict[str, float]) -> dict[str, float]: ...
+
+
+class Pipeline(Protocol):
+    """What the steps and commands call (pydantic Config, pandas, MLflow inside)."""
+
+    # `columns.<role>` a dataset of this type maps: one complete set of these
+    ROLE_SETS: tuple[tuple[str, ...], ...]
+    MEASURES: frozenset[str]  # metrics its evaluation reports; thresholds on others are skipped
+    BASELINE: str  # the named baseline evaluate scores and the gate compares with
+    BASELINE_MIN_GAIN: float  # relative gain over it the gate needs (0: a tie passes)
+    PREDICTS: tuple[str, ...]  # first columns the served model returns
+    DEFAULT_BASE: str  # the named base `model.base` means when unset
+    PRIMARY_METRIC: str  # the gate's metric when register.primary_metric is unset
+    # Config keys, and folders, a step reads for this task beyond the step's own declaration.
+    READS: Mapping[str, tuple[str, ...]]
+    INPUTS: Mapping[str, tuple[str, ...]]
 
     # before any step: a problem with a base model's config.json for this task, or None
     def check_base(self, config: dict) -> str | None: ...
@@ -82,16 +103,6 @@ class TaskType(Protocol):
     # tokenize: encode the splits into staging; return the token report
     def encode(self, cfg: Config, base: str, staging: Path) -> dict: ...
 
-    # train (training core, no pydantic): model, data, collator, metrics
-    def load_model(self, base: str, labels: list[str], opts: TrainOptions, **kw: Any) -> Any: ...
-    def training_data(self, tokenized: Path, base: str, opts: TrainOptions) -> tuple: ...
-    def collator(self, processing_class: Any, opts: TrainOptions) -> Any: ...
-    def metric_fns(self) -> tuple[Any, Any]: ...
-    # the training loss, model(**inputs) -> loss; None: the model's own (its `labels` loss)
-    def training_loss(self) -> Any | None: ...
-    def best_metric(self, opts: TrainOptions) -> tuple[str, bool]: ...
-    def finish_val_metrics(self, metrics: dict[str, float]) -> dict[str, float]: ...
-
     # evaluate: the candidate (writing its plots into `out`), the baseline (a servable one
     # saves its fitted model under `out` when `keep(its scores)`: register serves it only
     # when it beat the candidate), the majority-class baseline (classification; None
@@ -114,10 +125,15 @@ class TaskType(Protocol):
     def card_lines(self, cfg: Config) -> list[str]: ...
 
 
-PROTOCOL = tuple(
-    name for name in (*TaskType.__annotations__, *vars(TaskType))
-    if not name.startswith("_")
-)
+class TaskType(TrainingCore, Pipeline, Protocol):
+    """What a task package provides: both halves. Each function is called by one step."""
+
+
+PROTOCOL = tuple(dict.fromkeys(
+    name for half in (TrainingCore, Pipeline)
+    for name in (*half.__annotations__, *vars(half)) if not name.startswith("_")))
+TRAINING_CORE = tuple(name for name in PROTOCOL if name in vars(TrainingCore)
+                      or name in TrainingCore.__annotations__)
 
 
 def get(name: str) -> TaskType:
@@ -134,5 +150,6 @@ def extra_reads(name: str, step: str) -> tuple[str, ...]:
 
 
 def module_file(name: str) -> Path:
-    """The source file of task type `name` (a code dependency of every step for it)."""
-    return Path(__file__).with_name(MODULES[name].rsplit(".", 1)[1] + ".py")
+    """The protocol file of task type `name`, its package's `__init__.py` (a code dependency
+    of every step for it)."""
+    return Path(__file__).parent / MODULES[name].rsplit(".", 1)[1] / "__init__.py"

@@ -1,11 +1,11 @@
 """Causal-LM instruction tuning: conversations in, loss on the assistant's tokens only.
 
-The protocol (tunesmith.tasktypes.TaskType), in step order. A dataset maps one of three
+The protocol (tunesmith.objectives.TaskType), in step order. A dataset maps one of three
 shapes (`columns`): a chat column (`messages` of {role, content}, or ShareGPT's {from, value}),
 Alpaca's instruction (+ optional input) and response, or a prompt and a response. Clean turns
-every row into `messages` (tunesmith/training/chat.py), dropping rows by reason. Rows are
-rendered with the tokenizer's chat template, or with `train.prompt_template` when it has none,
-by the same function for training, evaluation and serving.
+every row into `messages` (`chat.py` here), dropping rows by reason. Rows are rendered with
+the tokenizer's chat template, or with `train.prompt_template` when it has none, by the same
+function for training, evaluation and serving.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def read_source(cfg: Config, staging: Path) -> tuple[pd.DataFrame, dict]:
 
 def conversation(row: dict[str, Any]) -> list[dict[str, str]]:
     """One ingested row (by role) as messages; ShapeError (with a reason) if it is not one."""
-    from tunesmith.training.chat import ShapeError, to_messages
+    from tunesmith.objectives.causal_lm.chat import ShapeError, to_messages
 
     if "messages" in row:
         value = row["messages"]
@@ -141,7 +141,7 @@ def clean(cfg: Config, staging: Path) -> dict:
     import pandas as pd
 
     from tunesmith import cleaning as C
-    from tunesmith.training.chat import ShapeError
+    from tunesmith.objectives.causal_lm.chat import ShapeError
 
     raw = pd.read_parquet(cfg.dirs.raw / "rows.parquet")
     rows_in, opts = len(raw), cfg.clean
@@ -244,9 +244,9 @@ def measure(cfg: Config) -> tuple[dict, list[str]]:
 
     from tunesmith.datasets import local_source
     from tunesmith.models import resolve_base
+    from tunesmith.objectives.causal_lm.chat import ShapeError, rendered_length
     from tunesmith.sources import read_table
     from tunesmith.tokenization import load_tokenizer
-    from tunesmith.training.chat import ShapeError, rendered_length
 
     mapped = _mapped(cfg)
     frame = read_table(local_source(cfg.root, cfg.source), cfg.source)
@@ -312,8 +312,8 @@ def suite(cfg: Config, frames: dict[str, pd.DataFrame]) -> list[Batch]:
     import pandas as pd
 
     from tunesmith.models import resolve_base
+    from tunesmith.objectives.causal_lm.chat import render
     from tunesmith.tokenization import load_tokenizer
-    from tunesmith.training.chat import render
     from tunesmith.validation.suites import Batch, bounded_by, causal_lm
 
     batches = causal_lm(cfg, frames)
@@ -344,7 +344,7 @@ def suite(cfg: Config, frames: dict[str, pd.DataFrame]) -> list[Batch]:
 
 def rendering_template(tokenizer: Any, template: str) -> tuple[str, str]:
     """("chat", the tokenizer's chat template) or ("plain", train.prompt_template)."""
-    from tunesmith.training.chat import has_chat_template
+    from tunesmith.objectives.causal_lm.chat import has_chat_template
 
     return ("chat", tokenizer.chat_template) if has_chat_template(tokenizer) else ("plain",
                                                                                    template)
@@ -359,7 +359,7 @@ def encode(cfg: Config, base: str, staging: Path) -> dict:
     import pandas as pd
 
     from tunesmith import tokenization as T
-    from tunesmith.training.chat import render
+    from tunesmith.objectives.causal_lm.chat import render
 
     tokenizer = T.load_tokenizer(base)
     kind, text = rendering_template(tokenizer, cfg.train.prompt_template)
@@ -406,13 +406,13 @@ def training_data(tokenized: Path, base: str, opts: TrainOptions) -> tuple:
 
 
 def collator(tokenizer: Any, opts: TrainOptions) -> Any:
-    from tunesmith.training.causal_lm import causal_collator
+    from tunesmith.objectives.causal_lm.training import causal_collator
 
     return causal_collator(tokenizer, opts.packing)
 
 
 def training_loss() -> Any | None:
-    from tunesmith.training.causal_lm import supervised_loss
+    from tunesmith.objectives.causal_lm.training import supervised_loss
 
     return supervised_loss
 
@@ -428,7 +428,7 @@ def best_metric(opts: TrainOptions) -> tuple[str, bool]:
 
 
 def finish_val_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    from tunesmith.training.causal_lm import perplexity
+    from tunesmith.objectives.causal_lm.training import perplexity
 
     return {**metrics, "perplexity": perplexity(metrics["loss"])}
 
@@ -455,7 +455,7 @@ def _test_rows(cfg: Config) -> tuple[list[list[dict]], list[str]]:
 def _score(cfg: Config, model: Any, tokenizer: Any, out: Path | None, column: str) -> dict:
     """Loss and perplexity on test; greedy answers (every row when the answers are labels,
     then exact match, else the first N_SAMPLES); answers go into out/SAMPLES as `column`."""
-    from tunesmith import lm_eval as E
+    from tunesmith.objectives.causal_lm import evaluation as E
 
     convs, refs = _test_rows(cfg)
     template = cfg.train.prompt_template
@@ -476,7 +476,7 @@ def _score(cfg: Config, model: Any, tokenizer: Any, out: Path | None, column: st
 
 def _add_samples(out: Path, column: str, convs: list, refs: list[str], answers: list[str]) -> None:
     """The generations table: one row per sampled test prompt, a column per model."""
-    from tunesmith import lm_eval as E
+    from tunesmith.objectives.causal_lm import evaluation as E
 
     path = out / SAMPLES
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] \
@@ -493,8 +493,8 @@ def score_candidate(cfg: Config, out: Path) -> dict:
     """The fine-tuned model: response-token loss and perplexity on test, greedy answers
     beside the references (samples.md, and an MLflow table), exact match for label answers."""
     from tunesmith import plots
-    from tunesmith.classification import model_size
-    from tunesmith.lm_eval import load_lm
+    from tunesmith.objectives.causal_lm.evaluation import load_lm
+    from tunesmith.objectives.classification.evaluation import model_size
 
     model, tokenizer = load_lm(cfg.dirs.model / "model")
     report = _score(cfg, model, tokenizer, out, "generated")
@@ -507,8 +507,8 @@ def score_candidate(cfg: Config, out: Path) -> dict:
 def score_baseline(cfg: Config, out: Path, keep: Callable[[dict], bool]) -> dict | None:
     """The untuned base model on the same rows: what fine-tuning must beat (never served,
     so `keep` is not asked)."""
-    from tunesmith.lm_eval import load_lm
     from tunesmith.models import resolve_base
+    from tunesmith.objectives.causal_lm.evaluation import load_lm
 
     model, tokenizer = load_lm(resolve_base(cfg.model.base, cfg.root))
     return _score(cfg, model, tokenizer, out, "base")

@@ -1,6 +1,6 @@
 """Load a trained image classifier with its image processor and score image files.
 
-The registry's pyfunc (tunesmith/registry/hf_image_classifier.py) repeats these few lines,
+The registry's pyfunc (tunesmith/objectives/image_classification/served.py) repeats these few lines,
 because MLflow runs that file without tunesmith installed.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from tunesmith.errors import EnvironmentProblem
-from tunesmith.images.preprocess import open_rgb
+from tunesmith.objectives.image_classification.preprocess import open_rgb
 
 
 def load_image_classifier(path: Path, labels: list[str]) -> tuple[Any, Any]:

@@ -1,8 +1,8 @@
 """Image classification: image files (a folder per class, or a table of paths) and labels.
 
-The protocol (tunesmith.tasktypes.TaskType), in step order; the algorithms live in
-tunesmith/images/ (pipeline side) and tunesmith/training/images.py (training core). The
-baseline is logistic regression on thumbnails + colour histograms (tunesmith/images/baseline.py).
+The protocol (tunesmith.objectives.TaskType), in step order; the algorithms live next to it
+in this package (pipeline side) and in `training.py` (the training core's transforms). The
+baseline is logistic regression on thumbnails + colour histograms (`baseline.py`).
 """
 
 from __future__ import annotations
@@ -10,6 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+# Protocol functions that are the same for text and images (explicit re-exports).
+from tunesmith.objectives.classification import best_metric as best_metric
+from tunesmith.objectives.classification import finish_val_metrics as finish_val_metrics
+from tunesmith.objectives.classification import measure as measure
+from tunesmith.objectives.classification import metric_fns as metric_fns
+from tunesmith.objectives.classification import serve as serve
+from tunesmith.objectives.classification import training_loss as training_loss
 from tunesmith.training.families import VISION
 
 if TYPE_CHECKING:
@@ -83,7 +90,7 @@ def check_base(config: dict) -> str | None:
 
 def read_source(cfg: Config, staging: Path) -> tuple[pd.DataFrame, dict]:
     """Every image copied by digest into staging/images/, with its size, mode, decodability."""
-    from tunesmith.images.sources import ingest_images
+    from tunesmith.objectives.image_classification.sources import ingest_images
 
     return ingest_images(cfg, staging)
 
@@ -93,8 +100,8 @@ def clean(cfg: Config, staging: Path) -> dict:
     import pandas as pd
 
     from tunesmith.cleaning import assign_splits, map_labels, require_rows
-    from tunesmith.images.cleaning import drop_bad, write_outputs
     from tunesmith.jsonio import read_json
+    from tunesmith.objectives.image_classification.cleaning import drop_bad, write_outputs
 
     frame = pd.read_parquet(cfg.dirs.raw / "rows.parquet")
     rows_in = len(frame)
@@ -113,7 +120,7 @@ def describe(root: Path, src: Any, columns: dict[str, str | None],
     """`dataset add`: a folder per class (labels = the class folders), or a table with
     --image-col and --label-col; the `train` section is the transfer-learning RECIPE."""
     from tunesmith.datasets import check_labels, infer_labels, local_source, require_options
-    from tunesmith.images.sources import from_folder
+    from tunesmith.objectives.image_classification.sources import from_folder
 
     local = local_source(root, src)
     if local.is_dir() and src.format in (None, "folder"):
@@ -128,12 +135,6 @@ def describe(root: Path, src: Any, columns: dict[str, str | None],
     if label_map:
         spec["label_map"] = label_map
     return {**spec, "train": dict(RECIPE)}
-
-
-def measure(cfg: Config) -> tuple[dict, list[str]]:
-    """`dataset add`: settings measured on the data; none for this task (its recipe is in
-    `describe`)."""
-    return {}, []
 
 
 def report_lines(report: dict) -> list[str]:
@@ -152,7 +153,7 @@ def report_lines(report: dict) -> list[str]:
 
 
 def suite(cfg: Config, frames: dict[str, pd.DataFrame]) -> list[Batch]:
-    from tunesmith.images.suites import image_classification
+    from tunesmith.objectives.image_classification.suites import image_classification
 
     return image_classification(cfg, frames)
 
@@ -162,7 +163,7 @@ def suite(cfg: Config, frames: dict[str, pd.DataFrame]) -> list[Batch]:
 
 def encode(cfg: Config, base: str, staging: Path) -> dict:
     """The image processor's resize + centre crop, stored as uint8 (same step name)."""
-    from tunesmith.images.preprocess import preprocess
+    from tunesmith.objectives.image_classification.preprocess import preprocess
 
     return preprocess(cfg, base, staging)
 
@@ -171,48 +172,28 @@ def encode(cfg: Config, base: str, staging: Path) -> dict:
 
 
 def load_model(base: str, labels: list[str], opts: TrainOptions, **kw: Any) -> Any:
-    from tunesmith.training.images import load_image_model
+    from tunesmith.objectives.image_classification.training import load_image_model
 
     return load_image_model(base, labels, opts, **kw)
 
 
 def training_data(tokenized: Path, base: str, opts: TrainOptions) -> tuple:
-    from tunesmith.training.images import image_training_data
+    from tunesmith.objectives.image_classification.training import image_training_data
 
     return image_training_data(tokenized, base, opts)
 
 
 def collator(processor: Any, opts: TrainOptions) -> Any:
-    from tunesmith.training.images import image_collator
+    from tunesmith.objectives.image_classification.training import image_collator
 
     return image_collator
-
-
-def training_loss() -> Any | None:
-    return None  # the model's cross-entropy (or the class-weighted one, train.class_weights)
-
-
-def metric_fns() -> tuple[Any, Any]:
-    from tunesmith.training.metrics import argmax_logits, classification_metrics
-
-    return classification_metrics, argmax_logits
-
-
-def best_metric(opts: TrainOptions) -> tuple[str, bool]:
-    from tunesmith.training.metrics import direction
-
-    return opts.metric_for_best, direction(opts.metric_for_best)
-
-
-def finish_val_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    return metrics
 
 
 # ------------------------------------------------------------------------- evaluate
 
 
 def _test(cfg: Config) -> tuple[pd.DataFrame, Any, list[Path]]:
-    from tunesmith import classification as C
+    from tunesmith.objectives.classification import evaluation as C
 
     test = C.read_split(cfg.dirs.clean, "test", "image")
     y_true = C.label_ids(cfg.labels, test, cfg.dirs.clean / "test.parquet")
@@ -222,10 +203,14 @@ def _test(cfg: Config) -> tuple[pd.DataFrame, Any, list[Path]]:
 def score_candidate(cfg: Config, out: Path) -> dict:
     """The same metrics and files as text, scored on the image files (decode + the saved
     image processor, as `predict` does), plus a grid of the misclassified images."""
-    from tunesmith import classification as C
     from tunesmith import metrics as M
-    from tunesmith.images.grid import misclassified_grid
-    from tunesmith.images.scoring import latency, load_image_classifier, predict_proba
+    from tunesmith.objectives.classification import evaluation as C
+    from tunesmith.objectives.image_classification.grid import misclassified_grid
+    from tunesmith.objectives.image_classification.scoring import (
+        latency,
+        load_image_classifier,
+        predict_proba,
+    )
 
     test, y_true, paths = _test(cfg)
     model, processor = load_image_classifier(cfg.dirs.model / "model", cfg.labels)
@@ -241,8 +226,8 @@ def score_candidate(cfg: Config, out: Path) -> dict:
 
 def score_baseline(cfg: Config, out: Path, keep: Callable[[dict], bool]) -> dict | None:
     """Logistic regression on pixels + colour histograms; saved under `out` when `keep`."""
-    from tunesmith import classification as C
-    from tunesmith.images import baseline as B
+    from tunesmith.objectives.classification import evaluation as C
+    from tunesmith.objectives.image_classification import baseline as B
 
     train = C.read_split(cfg.dirs.clean, "train", "image")
     _, y_true, paths = _test(cfg)
@@ -256,13 +241,13 @@ def score_baseline(cfg: Config, out: Path, keep: Callable[[dict], bool]) -> dict
 
 
 def score_majority(cfg: Config) -> dict | None:
-    from tunesmith import classification as C
+    from tunesmith.objectives.classification import evaluation as C
 
     return C.majority_baseline(cfg.dirs.clean, cfg.labels)
 
 
 def score_champion(cfg: Config) -> dict | None:
-    from tunesmith import classification as C
+    from tunesmith.objectives.classification import evaluation as C
 
     _, y_true, paths = _test(cfg)
     proba = C.champion_proba(cfg, "image", [str(p) for p in paths])
@@ -303,7 +288,7 @@ def predict_inputs(cfg: Config, values: list[str], table: Path | None) -> pd.Dat
     import pandas as pd
 
     from tunesmith.errors import DataError
-    from tunesmith.images.sources import IMAGE_SUFFIXES
+    from tunesmith.objectives.image_classification.sources import IMAGE_SUFFIXES
 
     out = []
     for i, value in enumerate(values):
@@ -323,11 +308,6 @@ def predict_inputs(cfg: Config, values: list[str], table: Path | None) -> pd.Dat
             raise DataError(f"{where}image file not found: {path}")
         out.append(str(path.resolve()))
     return pd.DataFrame({"image": out})
-
-
-def serve(model: Any, inputs: pd.DataFrame, options: dict[str, Any]) -> pd.DataFrame:
-    """The MLflow model's own predict: label, score and prob_* per row."""
-    return model.predict(inputs)
 
 
 def input_columns(cfg: Config) -> list[str]:

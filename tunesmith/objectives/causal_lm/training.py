@@ -1,5 +1,5 @@
 """Causal-LM training pieces: padding-free packing and perplexity (rows are rendered by
-tunesmith.training.chat)."""
+tunesmith.objectives.causal_lm.chat)."""
 
 from __future__ import annotations
 
