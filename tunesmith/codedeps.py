@@ -65,10 +65,15 @@ def _imports_in(nodes: list[ast.AST], module: str) -> set[str]:
     return {m for m in found if module_path(m) is not None}
 
 
-def _import_nodes(nodes: list[ast.AST]) -> list[ast.Import | ast.ImportFrom]:
-    """The import statements inside `nodes`, minus those in `if TYPE_CHECKING:` blocks (never
-    run, so not a dependency). A stack, not nested generators: those cost a frame per level
-    for every node, 2/3 of the 0.37 s the seven steps' keys took (2026-12-03)."""
+FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+
+
+def _import_nodes(nodes: list[ast.AST],
+                  in_functions: bool = True) -> list[ast.Import | ast.ImportFrom]:
+    """The import statements inside `nodes` (with `in_functions=False`, not those inside a
+    function: what importing the module runs), minus those in `if TYPE_CHECKING:` blocks
+    (never run, so not a dependency). A stack, not nested generators: those cost a frame per
+    level for every node, 2/3 of the 0.37 s the seven steps' keys took (2026-12-03)."""
     found, todo = [], list(nodes)
     while todo:
         node = todo.pop()
@@ -76,7 +81,7 @@ def _import_nodes(nodes: list[ast.AST]) -> list[ast.Import | ast.ImportFrom]:
             found.append(node)
         elif isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             todo.extend(node.orelse)
-        else:
+        elif in_functions or not isinstance(node, FUNCTIONS):
             todo.extend(ast.iter_child_nodes(node))
     return found
 
@@ -95,18 +100,8 @@ def _with_parents(module: str) -> set[str]:
 @functools.cache
 def _top_imports(module: str) -> frozenset[str]:
     """Project modules `module`'s top level imports (not those inside its functions)."""
-    found, todo = [], list(_tree(module_path(module)).body)
-    while todo:
-        node = todo.pop()
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
-            continue
-        if isinstance(node, ast.Import | ast.ImportFrom):
-            found.append(node)
-        elif isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            todo.extend(node.orelse)
-        else:
-            todo.extend(ast.iter_child_nodes(node))
-    return frozenset(_imports_in(found, module))
+    nodes = _import_nodes(list(_tree(module_path(module)).body), in_functions=False)
+    return frozenset(_imports_in(nodes, module))
 
 
 @functools.cache
@@ -191,24 +186,7 @@ def step_files(step: str, task_module: str, uses: tuple[str, ...]) -> list[str]:
     return sorted({module_path(m).relative_to(ROOT).as_posix() for m in modules})
 
 
-@functools.cache
-def _toplevel(module: str) -> frozenset[str]:
-    """`module`, its parents and what their top-level imports import at top level."""
-    seen: set[str] = set()
-    todo = [module]
-    while todo:
-        current = todo.pop()
-        for name in _with_parents(current):
-            if name in seen or module_path(name) is None:
-                continue
-            seen.add(name)
-            tree = _tree(module_path(name))
-            top = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
-            todo.extend(_imports_in(top, name))
-    return frozenset(seen)
-
-
 def toplevel_files(modules: list[str]) -> list[str]:
     """Sorted paths of what importing `modules` runs (function-level imports not followed)."""
-    found = set().union(*(_toplevel(m) for m in modules))
+    found = set().union(*(_top_closure(m) for m in modules))
     return sorted({module_path(m).relative_to(ROOT).as_posix() for m in found})
