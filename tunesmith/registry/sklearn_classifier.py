@@ -4,9 +4,10 @@ The artifact `baseline` is the MLflow sklearn model evaluate fitted and measured
 on texts, or logistic regression on pixel + colour-histogram features of images). It answers
 the columns the fine-tuned pyfunc does (`label`, `score`, `prob_<label>`), so `tunesmith
 predict` and evaluate's champion re-score work the same whichever family is champion. Like
-hf_classifier.py it depends on mlflow, scikit-learn, numpy and pandas (and pillow for
-images), never on tunesmith: the image features are computed here, the same way as
-tunesmith/objectives/image_classification/baseline.py (tests/test_register.py checks they agree).
+the served classifiers (objectives/*/served.py) it depends on mlflow, scikit-learn, numpy
+and pandas (and pillow for images), never on tunesmith: the image features are computed
+here, the same way as tunesmith/objectives/image_classification/baseline.py
+(tests/test_register.py checks they agree).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class BaselineClassifier(PythonModel):
         self.input = str(config.get("input", "text"))
         self.model = mlflow.sklearn.load_model(context.artifacts["baseline"])
 
-    # Hinted with a DataFrame, as hf_classifier.py: without hints MLflow warns "Add type
+    # Hinted with a DataFrame, as the served classifiers: without hints MLflow warns "Add type
     # hints to the predict method" at every log and load.
     def predict(self, context, model_input: pd.DataFrame,  # noqa: ANN001
                 params: dict | None = None) -> pd.DataFrame:

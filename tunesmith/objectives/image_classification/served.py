@@ -1,7 +1,7 @@
 """MLflow "models from code" definition of a tunesmith image classifier.
 
-Like hf_classifier.py: MLflow copies this file into every logged model and executes it on
-load, so it depends on mlflow, torch, transformers, pillow and pandas only, never on
+Like the text classifier's served.py: MLflow copies this file into every logged model and
+executes it on load, so it depends on mlflow, torch, transformers, pillow and pandas only, never on
 tunesmith. The model weights and its image processor travel as the `model` artifact, so
 preprocessing (resize, centre crop, normalisation) is exactly the training one, offline.
 """
@@ -30,8 +30,8 @@ class HFImageClassifier(PythonModel):
         self.labels = [str(id2label[i]) for i in range(len(id2label))]
         self.torch = torch
 
-    # Hinted with a DataFrame, as hf_classifier.py: without hints MLflow warns "Add type
-    # hints to the predict method" at every log and load.
+    # Hinted with a DataFrame, as the text classifier's served.py: without hints MLflow warns
+    # "Add type hints to the predict method" at every log and load.
     def predict(self, context, model_input: pd.DataFrame,  # noqa: ANN001
                 params: dict | None = None) -> pd.DataFrame:
         from PIL import Image
