@@ -92,8 +92,8 @@ def test_two_nodes_join_one_training_run(project: Path):
 
 
 def test_serve_schedules_one_deployment_per_dataset(project: Path):
-    """`tunesmith serve` (Prefect's ephemeral API): it names a deployment per dataset, each on
-    its YAML's cron, and stops on Ctrl-C."""
+    """`tunesmith serve` (a temporary API in a session of its own): it names a deployment
+    per dataset, each on its YAML's cron, and stops cleanly on Ctrl-C."""
     log = project / "serve.log"
     with log.open("w") as fh:
         # SIGINT as a terminal has it: a job started with `&` by a non-interactive shell
@@ -115,7 +115,11 @@ def test_serve_schedules_one_deployment_per_dataset(project: Path):
         os.killpg(proc.pid, signal.SIGINT)  # what the terminal's Ctrl-C sends: the whole group
         proc.wait(timeout=60)
     assert proc.returncode in (0, 130, -signal.SIGINT), log.read_text()[-2000:]
-    after = log.read_text()[served:]  # a clean stop: the deployments paused, no retries
+    # Its API server is in a session of its own: Ctrl-C left it up for serve to pause the
+    # deployments. In the terminal's group, Ctrl-C raced serve's pause: sometimes a clean
+    # stop (~14 s), sometimes the server died first and serve printed connection tracebacks
+    # (2 of 6 slow runs, 2026-12-07).
+    after = log.read_text()[served:]
     assert "Traceback" not in after and "ConnectError" not in after, after[-2000:]
 
 

@@ -130,3 +130,32 @@ def test_temporary_api_server_runs_at_idle_priority(project: Path, monkeypatch):
     finally:
         prefect_env._stop(server)
         prefect_env._LOCAL_API.clear()
+
+
+def test_serves_api_server_has_its_own_session_and_dies_with_its_parent(tmp_path: Path):
+    """`tunesmith serve`'s temporary API (own_session): the terminal's Ctrl-C, sent to the
+    foreground process group, must not reach it; a parent killed outright still takes it
+    along (measured: the server exits within ~12 s of losing its parent)."""
+    import signal
+    import time
+
+    script = ("import os, sys\nfrom tunesmith import prefect_env\n"
+              "prefect_env.start_local_api(120, own_session=True)\n"
+              "print(prefect_env._LOCAL_API['server'].pid, os.getsid(0), flush=True)\n"
+              "sys.stdin.read()\n")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / ".prefect")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=env)
+    server_pid, parent_session = map(int, parent.stdout.readline().split())
+    assert os.getsid(server_pid) == server_pid != parent_session
+    parent.send_signal(signal.SIGKILL)  # no atexit runs
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{server_pid}"):
+        if open(f"/proc/{server_pid}/stat").read().split()[2] == "Z":
+            break  # exited; a zombie until init reaps it
+        time.sleep(0.1)
+    alive = os.path.exists(f"/proc/{server_pid}") and \
+        open(f"/proc/{server_pid}/stat").read().split()[2] != "Z"
+    assert not alive, f"the API server {server_pid} outlived its killed parent"

@@ -249,11 +249,13 @@ def resolve(dataset: DatasetOpt, set_: SetOpt = None) -> None:
 def serve() -> None:
     """Serve one scheduled retrain deployment per dataset from this process (Ctrl-C stops)."""
     from tunesmith.config import find_root
-    from tunesmith.prefect_env import configure
+    from tunesmith.prefect_env import configure, start_local_api, wait_for_local_api
 
     configure(find_root())
+    start_local_api(own_session=True)  # Ctrl-C must not stop the API before serve pauses
     from tunesmith.flows.serve import serve_all
 
+    wait_for_local_api()
     with gcpolicy.thresholds(gcpolicy.CPYTHON_THRESHOLDS):
         serve_all()
 

@@ -30,7 +30,8 @@ def configure(root: Path) -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
-def start_local_api(startup_timeout_s: float | None = None) -> str | None:
+def start_local_api(startup_timeout_s: float | None = None, *,
+                    own_session: bool = False) -> str | None:
     """Start a temporary Prefect API for this process, unless PREFECT_API_URL is set.
 
     Prefect would start the same server itself (`SubprocessASGIServer`: uvicorn running
@@ -40,6 +41,13 @@ def start_local_api(startup_timeout_s: float | None = None) -> str | None:
     server boots while this process imports the flow, and this process never imports the
     server. Returns the API URL (also exported as PREFECT_API_URL), or None if one was set.
     The server is stopped at exit, after Prefect has drained its log and event workers.
+
+    `own_session` (`tunesmith serve`): the server runs in a session of its own, so the
+    terminal's Ctrl-C reaches only this process, which then pauses its deployments on a
+    server still up (killed outright, this process takes it along: the server exits within
+    ~12 s of losing it, tests/test_cli_entry.py). In the terminal's process group,
+    Ctrl-C stopped Prefect's server first and serve spent ~4 minutes retrying the pause
+    against it, printing tracebacks (2026-12-07).
     """
     if os.environ.get("PREFECT_API_URL"):
         return None
@@ -56,6 +64,7 @@ def start_local_api(startup_timeout_s: float | None = None) -> str | None:
          "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
          "--log-level", "error", "--lifespan", "on"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=own_session,
     )
     atexit.register(_stop, server)  # registered before Prefect's own: runs after them
     url = f"http://127.0.0.1:{port}/api"
