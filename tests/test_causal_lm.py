@@ -139,7 +139,7 @@ def test_the_pipeline_on_a_chat_dataset(tmp_path, tiny_llama, monkeypatch, capsy
 
     from tunesmith import tracking
     from tunesmith.objectives.causal_lm.chat import prompt_ids
-    from tunesmith.registry import store
+    from tunesmith.objectives.causal_lm.registering import load_chat_components
 
     root = chat_project(tmp_path / "proj", tiny_llama, conversations(90))
     cfg = load_config("chat", root)
@@ -170,7 +170,7 @@ def test_the_pipeline_on_a_chat_dataset(tmp_path, tiny_llama, monkeypatch, capsy
     assert "eval/samples.json" in tables  # the MLflow table of generations
 
     # Train/serve identity: the served tokenizer renders a prompt exactly as training did.
-    model, served = store.load_chat_components(cfg, "champion")
+    model, served = load_chat_components(cfg, "champion")
     from transformers import AutoTokenizer
 
     trained = AutoTokenizer.from_pretrained(cfg.dirs.model / "model")

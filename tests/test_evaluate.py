@@ -21,8 +21,8 @@ from registry_helpers import (
 
 from tunesmith import metrics as M
 from tunesmith.errors import DataError, EnvironmentProblem
+from tunesmith.objectives.classification.registering import BASELINE_DIR
 from tunesmith.objectives.text_classification.baseline import baseline_proba, fit_baseline
-from tunesmith.registry.store import BASELINE_DIR
 from tunesmith.tasks.evaluate import evaluate
 from tunesmith.tracking import tracking_uri
 

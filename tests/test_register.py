@@ -18,6 +18,7 @@ from registry_helpers import (
 )
 
 from tunesmith.errors import EnvironmentProblem
+from tunesmith.objectives.classification import registering
 from tunesmith.registry import Gate, should_promote, store
 from tunesmith.tasks.register import decide, register
 from tunesmith.tracking import tracking_uri
@@ -353,7 +354,7 @@ def test_every_served_model_hints_its_input_as_a_dataframe() -> None:
     import ast
 
     checked = 0
-    served = [REPO / "tunesmith" / "registry" / "sklearn_classifier.py",
+    served = [REPO / "tunesmith" / "objectives" / "classification" / "served_baseline.py",
               *sorted((REPO / "tunesmith" / "objectives").glob("*/served.py"))]
     for path in served:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -381,7 +382,7 @@ def test_served_image_baseline_features_match_the_ones_it_was_fitted_on(tmp_path
         img = Image.fromarray(array).convert(mode)
         img.save(tmp_path / f"{i}.png")
         paths.append(tmp_path / f"{i}.png")
-    spec = importlib.util.spec_from_file_location("served", store.BASELINE_CODE)
+    spec = importlib.util.spec_from_file_location("served", registering.SERVED_CODE)
     served = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(served)
     assert np.array_equal(served.image_features([str(p) for p in paths]), features(paths))

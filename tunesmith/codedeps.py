@@ -6,6 +6,8 @@ plus the task type's module and what the protocol functions in the step's declar
 (tunesmith/steps.py) import. Only those protocol functions count: the task module's serving
 code imports the registry, and a change there must not retrain. Modules imported by name at run
 time (`importlib`) are not followed, which is how the task type is picked per dataset.
+A file a module hands MLflow as a model's code (`SERVED_CODE = Path(__file__).with_name(
+"served.py")`, never imported: served models run without tunesmith) counts with that module.
 
 The Prefect cache key hashes these files and `dvc.yaml` lists them as deps, so both re-run
 a step when, and only when, code it runs changed.
@@ -180,10 +182,26 @@ def _is_reexport(node: ast.ImportFrom) -> bool:
         for alias in node.names)
 
 
+@functools.cache
+def served_code(module: str) -> frozenset[Path]:
+    """The files `module` names at its top level as `Path(__file__).with_name("x.py")`: code
+    it gives MLflow to log as a model (objectives/*/registering.py's SERVED_CODE)."""
+    path = module_path(module)
+    found = set()
+    for node in _tree(path).body:
+        value = node.value if isinstance(node, ast.Assign | ast.AnnAssign) else None
+        if isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) \
+                and value.func.attr == "with_name" and ast.unparse(value.func.value) \
+                == "Path(__file__)" and value.args and isinstance(value.args[0], ast.Constant):
+            found.add(path.with_name(str(value.args[0].value)))
+    return frozenset(f for f in found if f.suffix == ".py" and f.is_file())
+
+
 def step_files(step: str, task_module: str, uses: tuple[str, ...]) -> list[str]:
     """Sorted project-relative paths of the code `step` runs for a task type (see above)."""
     modules = module_closure(f"tunesmith.tasks.{step}") | function_closure(task_module, uses)
-    return sorted({module_path(m).relative_to(ROOT).as_posix() for m in modules})
+    files = {module_path(m) for m in modules}.union(*(served_code(m) for m in modules))
+    return sorted({f.relative_to(ROOT).as_posix() for f in files})
 
 
 def toplevel_files(modules: list[str]) -> list[str]:

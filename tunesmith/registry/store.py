@@ -1,4 +1,6 @@
-"""Thin MLflow registry side effects: log, register, read and move aliases, load.
+"""Thin MLflow registry side effects: register, read and move aliases, load; and the
+pieces every task type's logging shares (`pins`, `no_example_hint`). Each task type logs its
+own model: tunesmith/objectives/*/registering.py.
 
 The registered model of a dataset is named after the dataset. Aliases: `challenger` (the
 latest evaluated version) and `champion` (what `predict` serves).
@@ -10,7 +12,6 @@ import contextlib
 import time
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -23,14 +24,6 @@ from tunesmith.tracking import configure, tracking_uri
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-# MLflow "models from code" files: each task type's served model, and the classical baseline
-# (text or images) served the same way.
-OBJECTIVES = Path(__file__).resolve().parent.parent / "objectives"
-MODEL_CODE = OBJECTIVES / "text_classification" / "served.py"
-IMAGE_CODE = OBJECTIVES / "image_classification" / "served.py"
-BASELINE_CODE = Path(__file__).with_name("sklearn_classifier.py")
-BASELINE_MODEL = "baseline_model"  # its name in the run, next to the fine-tuned `model`
-BASELINE_DIR = "baseline_model"  # where evaluate saves it, under the eval folder
 
 
 def model_uri(name: str, alias: str) -> str:
@@ -56,32 +49,7 @@ def get_version(cfg: Config, version: int) -> ModelVersion:
         ) from None
 
 
-def log_classifier(cfg: Config, model_dir: Path, labels: list[str]) -> Any:
-    """Log `model_dir` (a transformers classifier) as a pyfunc model into the active run."""
-    import pandas as pd
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-
-    signature = ModelSignature(
-        inputs=Schema([ColSpec("string", "text")]),
-        outputs=Schema(
-            [ColSpec("string", "label"), ColSpec("double", "score")]
-            + [ColSpec("double", f"prob_{label}") for label in labels]
-        ),
-    )
-    return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(MODEL_CODE),
-        artifacts={"model": str(model_dir)},
-        model_config={"max_length": cfg.tokenize.max_length,
-                      "batch_size": cfg.evaluate.batch_size},
-        signature=signature,
-        input_example=pd.DataFrame({"text": ["an example text to classify"]}),
-        pip_requirements=_pins(),
-    )
-
-
-def _pins() -> list[str]:
+def pins() -> list[str]:
     """Pinned to what trained it; the CPU build of torch serves fine anywhere."""
     import pandas as pd
     import torch
@@ -95,86 +63,6 @@ def _pins() -> list[str]:
     ]
 
 
-def chat_template_for(template: str) -> str:
-    """A Jinja chat template that renders one user turn as `template` does (a tokenizer without
-    a chat template was trained on `template.format(prompt=...)`), so serving renders alike."""
-    prefix, _, suffix = template.partition("{prompt}")
-
-    def literal(text: str) -> str:
-        return "{{ " + repr(text) + " }}" if text else ""
-
-    return ("{% for m in messages %}{% if m['role'] == 'user' %}" + literal(prefix)
-            + "{{ m['content'] }}" + literal(suffix)
-            + "{% elif m['role'] == 'assistant' %}{{ m['content'] }}{{ eos_token }}{% endif %}"
-            "{% endfor %}")
-
-
-def log_chat_model(cfg: Config, model_dir: Path, template: str) -> Any:
-    """Log `model_dir` (a causal LM) with MLflow's transformers flavour as a chat model
-    (task llm/v1/chat: messages in, an OpenAI-style completion out), weights included, so it
-    loads offline. A tokenizer without a chat template gets one made from `template`."""
-    import logging
-
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    if not getattr(tokenizer, "chat_template", None):
-        tokenizer.chat_template = chat_template_for(template)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True,
-                                                 trust_remote_code=False)
-    # The chat flavour passes a request's fields to generate() but has no do_sample field:
-    # sampling on with top_k 1 is greedy by default, and a request's top_k/temperature
-    # (tunesmith predict --temperature) turn real sampling on.
-    model.generation_config.do_sample, model.generation_config.top_k = True, 1
-    tokenizer.clean_up_tokenization_spaces = False  # BPE: the clean-up would drop spaces
-    # The flavour looks up a model card and a licence on the hub (offline: two warnings).
-    quiet = logging.getLogger("mlflow.transformers")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        return mlflow.transformers.log_model(
-            transformers_model={"model": model, "tokenizer": tokenizer}, name="model",
-            task="llm/v1/chat", pip_requirements=_pins())
-    finally:
-        quiet.setLevel(level)
-
-
-def load_chat_components(cfg: Config, alias: str) -> tuple[Any, Any]:
-    """The model and tokenizer of `models:/NAME@alias` (a chat model), for re-scoring."""
-    configure(cfg)
-    if version_for(cfg, alias) is None:
-        raise EnvironmentProblem(f"registered model {cfg.name!r} has no alias {alias!r}")
-    parts = mlflow.transformers.load_model(model_uri(cfg.name, alias), return_type="components")
-    model, tokenizer = parts["model"].eval(), parts["tokenizer"]
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
-
-
-def log_image_classifier(cfg: Config, model_dir: Path, labels: list[str]) -> Any:
-    """Log `model_dir` (model + image processor) as a pyfunc: image paths in, labels out."""
-    import PIL
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-
-    signature = ModelSignature(
-        inputs=Schema([ColSpec("string", "image")]),
-        outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]
-                       + [ColSpec("double", f"prob_{label}") for label in labels]),
-    )
-    with no_example_hint():
-        return mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(IMAGE_CODE),
-            artifacts={"model": str(model_dir)},
-            model_config={"batch_size": cfg.evaluate.batch_size},
-            signature=signature,
-            # No input example: it would have to be an image file that exists wherever the
-            # model is loaded; register's smoke test predicts real test images instead.
-            pip_requirements=[*_pins(), f"pillow=={PIL.__version__}"],
-        )
-
-
 @contextlib.contextmanager
 def no_example_hint() -> Iterator[None]:
     """MLflow's "An input example was not provided" UserWarning, silenced for the models
@@ -183,38 +71,6 @@ def no_example_hint() -> Iterator[None]:
         warnings.filterwarnings("ignore", message=".*An input example was not provided",
                                 category=UserWarning)
         yield
-
-
-def log_baseline_classifier(cfg: Config, baseline_dir: Path, labels: list[str],
-                            input_column: str) -> Any:
-    """Log the classical baseline evaluate saved (an MLflow sklearn model) as a pyfunc that
-    answers like the fine-tuned classifier: `input_column` values in (texts or image
-    paths), label, score, prob_* out (tunesmith/registry/sklearn_classifier.py)."""
-    import pandas as pd
-    import sklearn
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-
-    signature = ModelSignature(
-        inputs=Schema([ColSpec("string", input_column)]),
-        outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]
-                       + [ColSpec("double", f"prob_{label}") for label in labels]),
-    )
-    pins = [f"mlflow=={mlflow.__version__}", f"scikit-learn=={sklearn.__version__}",
-            f"pandas=={pd.__version__}"]
-    if input_column == "image":
-        import PIL
-
-        pins.append(f"pillow=={PIL.__version__}")
-    example = pd.DataFrame({"text": ["an example text to classify"]}) \
-        if input_column == "text" else None
-    with no_example_hint():
-        return mlflow.pyfunc.log_model(
-            name=BASELINE_MODEL, python_model=str(BASELINE_CODE),
-            artifacts={"baseline": str(baseline_dir)},
-            model_config={"labels": list(labels), "input": input_column},
-            signature=signature, input_example=example, pip_requirements=pins,
-        )
 
 
 def smoke_test(uri: str, inputs: Any, expect: tuple[str, ...], serve: Any) -> None:

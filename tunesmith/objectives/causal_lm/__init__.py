@@ -522,10 +522,11 @@ def score_champion(cfg: Config) -> dict | None:
     """The registered champion on this test split (None: not comparable)."""
     import sys
 
-    from tunesmith.registry import store
+    from tunesmith.objectives.causal_lm.registering import load_chat_components
+    from tunesmith.registry.store import CHAMPION
 
     try:
-        model, tokenizer = store.load_chat_components(cfg, store.CHAMPION)
+        model, tokenizer = load_chat_components(cfg, CHAMPION)
         return _score(cfg, model, tokenizer, None, "champion")
     except Exception as exc:  # noqa: BLE001 - any failure means "not comparable"
         print(f"evaluate: the champion could not be re-scored: {exc}", file=sys.stderr)
@@ -539,9 +540,9 @@ def log_model(cfg: Config, model_dir: Path) -> Any:
     """MLflow's transformers flavour, as a chat model (llm/v1/chat): the tokenizer carries
     the template training rendered with (its chat template, or one made from
     train.prompt_template), so serving renders prompts the same way."""
-    from tunesmith.registry import store
+    from tunesmith.objectives.causal_lm.registering import log_chat_model
 
-    return store.log_chat_model(cfg, model_dir, cfg.train.prompt_template)
+    return log_chat_model(cfg, model_dir, cfg.train.prompt_template)
 
 
 def log_baseline(cfg: Config, eval_dir: Path) -> Any | None:
@@ -565,7 +566,7 @@ def predict_inputs(cfg: Config, values: list[str], table: Path | None) -> pd.Dat
 
 def serve(model: Any, inputs: pd.DataFrame, options: dict[str, Any]) -> pd.DataFrame:
     """One chat request per prompt (greedy unless a temperature is given: the logged model
-    samples with top_k 1 by default, see store.log_chat_model); `response`."""
+    samples with top_k 1 by default, see registering.log_chat_model); `response`."""
     import pandas as pd
 
     _quiet_bpe_cleanup()

@@ -101,11 +101,11 @@ def collapse(report: dict[str, Any], majority: dict[str, Any]) -> dict[str, Any]
 
 def save_baseline(model: Any, out: Path) -> Path:
     """The fitted scikit-learn baseline as an MLflow sklearn model under `out`, so register
-    logs exactly what evaluate measured (tunesmith.registry.store.log_baseline_classifier)."""
+    logs exactly what evaluate measured (classification/registering.py)."""
     import mlflow.sklearn
     import sklearn
 
-    from tunesmith.registry.store import BASELINE_DIR
+    from tunesmith.objectives.classification.registering import BASELINE_DIR
 
     path = out / BASELINE_DIR
     # MLflow's default format (skops: no pickle); explicit requirements skip its inference,

@@ -258,18 +258,16 @@ def score_champion(cfg: Config) -> dict | None:
 
 
 def log_model(cfg: Config, model_dir: Path) -> Any:
-    from tunesmith.registry import store
+    from tunesmith.objectives.image_classification.registering import log_image_classifier
 
-    return store.log_image_classifier(cfg, model_dir, cfg.labels)
+    return log_image_classifier(cfg, model_dir, cfg.labels)
 
 
 def log_baseline(cfg: Config, eval_dir: Path) -> Any | None:
     """The pixels+histogram LR evaluate fitted, served on image paths like the CNN."""
-    from tunesmith.registry import store
+    from tunesmith.objectives.classification import registering
 
-    path = eval_dir / store.BASELINE_DIR
-    return store.log_baseline_classifier(cfg, path, cfg.labels, "image") if path.is_dir() \
-        else None
+    return registering.log_baseline(cfg, eval_dir, "image")
 
 
 def sample_inputs(cfg: Config) -> pd.DataFrame:

@@ -280,17 +280,16 @@ def score_champion(cfg: Config) -> dict | None:
 
 
 def log_model(cfg: Config, model_dir: Path) -> Any:
-    from tunesmith.registry import store
+    from tunesmith.objectives.text_classification.registering import log_classifier
 
-    return store.log_classifier(cfg, model_dir, cfg.labels)
+    return log_classifier(cfg, model_dir, cfg.labels)
 
 
 def log_baseline(cfg: Config, eval_dir: Path) -> Any | None:
     """The TF-IDF+LR pipeline evaluate fitted and measured, served like the fine-tuned model."""
-    from tunesmith.registry import store
+    from tunesmith.objectives.classification import registering
 
-    path = eval_dir / store.BASELINE_DIR
-    return store.log_baseline_classifier(cfg, path, cfg.labels, "text") if path.is_dir() else None
+    return registering.log_baseline(cfg, eval_dir, "text")
 
 
 def sample_inputs(cfg: Config) -> pd.DataFrame:
