@@ -1,4 +1,5 @@
-"""Prefect artifacts a reviewer reads: validation summary, metrics table, gate decision."""
+"""Prefect artifacts a reviewer reads: validation summary, metrics table, gate decision, the
+MLflow run's link; and the Prefect flow run's id and page as tags on that MLflow run."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from prefect.artifacts import (
     create_table_artifact,
 )
 
+from tunesmith import tracking
 from tunesmith.config import Config
 from tunesmith.jsonio import read_json
 
@@ -55,10 +57,21 @@ def publish_register(cfg: Config, result: Any) -> None:
         lines += [f"- {r}" for r in reasons]
     create_markdown_artifact(key=_key(cfg, "gate"), markdown="\n".join(lines),
                              description="Champion/challenger gate")
-    run_url = getattr(result, "run_url", None)
-    if run_url:
-        create_link_artifact(key=_key(cfg, "mlflow-run"), link=run_url,
+    run_id = getattr(result, "run_id", None)
+    if run_id:
+        create_link_artifact(key=_key(cfg, "mlflow-run"), link=tracking.run_link(cfg, run_id),
                              description="The MLflow run of this pipeline run")
+
+
+def tag_mlflow_run(cfg: Config, flow_run_id: str, flow_run_name: str | None,
+                   flow_run_url: str | None) -> None:
+    """Tag the pipeline's MLflow run with this flow run, so a reviewer in the MLflow UI finds
+    the orchestration side; the page only when Prefect has a UI (the temporary API has none)."""
+    run_id = tracking.recorded_run(cfg)["run_id"]
+    tags = {"prefect.flow_run_id": flow_run_id, "prefect.flow_run_name": flow_run_name or ""}
+    if flow_run_url and flow_run_url.startswith(("http://", "https://")):
+        tags["prefect.flow_run_url"] = flow_run_url
+    tracking.tag_run(cfg, run_id, tags)
 
 
 def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:

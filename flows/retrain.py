@@ -24,7 +24,12 @@ from tunesmith import gcpolicy, preflight, tracking
 from tunesmith.config import Config, dataset_names, find_root, load_config
 from tunesmith.errors import TunesmithError, ValidationFailed
 from tunesmith.fingerprint import output_present, step_key
-from tunesmith.flows.artifacts import publish_eval, publish_register, publish_validation
+from tunesmith.flows.artifacts import (
+    publish_eval,
+    publish_register,
+    publish_validation,
+    tag_mlflow_run,
+)
 from tunesmith.flows.lock import dataset_lock
 from tunesmith.steps import STEPS
 
@@ -106,11 +111,14 @@ def retrain(dataset: str, overrides: list[str] | None = None) -> RetrainSummary:
             summary.status = "skipped (locked)"
             return summary
         tracking.close_stale(cfg)
+        earlier_run = tracking.recorded_run(cfg).get("run_id")  # close_stale ended it
         previous = None  # each task waits for the one before: Prefect's graph shows the order
         for step in STEPS:
             state = make_step_task(step, cfg)(
                 step, cfg, return_state=True, wait_for=[previous] if previous else None)
             previous = state
+            if tracking.recorded_run(cfg).get("run_id") not in (earlier_run, None):
+                earlier_run = _tag_with_this_flow_run(cfg)  # once: the first step that ran
             if state.name == "Cached":
                 summary.cached.append(step)
             else:
@@ -131,6 +139,17 @@ def retrain(dataset: str, overrides: list[str] | None = None) -> RetrainSummary:
     logger.info("%s: ran %s, reused %s in %.1fs", dataset, summary.ran or "nothing",
                 summary.cached or "nothing", summary.seconds)
     return summary
+
+
+def _tag_with_this_flow_run(cfg: Config) -> str | None:
+    """Tag the MLflow run the steps opened with this flow run; returns that run's id."""
+    from prefect.runtime import flow_run
+
+    try:
+        tag_mlflow_run(cfg, flow_run.id, flow_run.name, flow_run.ui_url)
+    except Exception as exc:  # noqa: BLE001 - a tag is not worth failing a retrain for
+        get_run_logger().warning("could not tag the MLflow run with this flow run: %s", exc)
+    return tracking.recorded_run(cfg).get("run_id")
 
 
 def _publish(step: str, cfg: Config, result: Any) -> None:

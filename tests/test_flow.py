@@ -58,6 +58,21 @@ def _versions(project: Path, name: str):
     return versions, champion
 
 
+def _run_tags(project: Path, run_id: str) -> dict[str, str]:
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri).get_run(run_id).data.tags
+
+
+def _experiment(project: Path) -> str:
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri).get_experiment_by_name(
+        "toy").experiment_id
+
+
 def _artifact(key: str) -> str | None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -99,12 +114,23 @@ def test_flow_registers_champion_then_skips_unchanged_work(harness, flow_project
     assert len(versions) == 1 and champion == "1"
     assert "passed" in (_artifact("toy-validation") or "")
     assert _artifact("toy-metrics") is not None and _artifact("toy-gate") is not None
+    # Prefect and MLflow point at each other: the link artifact (it never appeared while the
+    # flow read a `run_url` the register result lacked) and the flow-run tags on the run.
+    (version,) = versions
+    link = _artifact("toy-mlflow-run") or ""  # markdown: [url](url)
+    assert f"(http://127.0.0.1:5000/#/experiments/{_experiment(flow_project)}/runs/" \
+           f"{version.run_id})" in link, link
+    tags = _run_tags(flow_project, version.run_id)
+    assert tags.get("prefect.flow_run_id") == str(runs[0].flow_run_id), tags
 
     started = time.perf_counter()
     second = retrain("toy")
     print(f"second run with nothing changed: {time.perf_counter() - started:.1f}s")
     assert second.ran == [] and second.cached == list(STEPS)
     assert len(_versions(flow_project, "toy")[0]) == 1  # nothing re-registered
+    # A run that ran no step opened no MLflow run: the first run keeps its flow run's tag.
+    assert _run_tags(flow_project, version.run_id)["prefect.flow_run_id"] == str(
+        runs[0].flow_run_id)
 
     # Regression: evaluate reads register.primary_metric (the baseline comparison); the
     # cache key missed it. Now it and register re-run, nothing upstream does.

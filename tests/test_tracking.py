@@ -34,6 +34,16 @@ def test_uri_is_the_project_sqlite_file_unless_the_env_names_one(project, monkey
     assert tracking.tracking_uri(cfg) == f"sqlite:///{project}/other.db"
 
 
+def test_run_link_points_at_the_server_or_where_mlflow_ui_serves(project, monkeypatch) -> None:
+    cfg = load_config("toy", project)
+    tracking._record(cfg, run_id="abc123", experiment_id="7")  # what pipeline_run records
+    assert tracking.run_link(cfg, "abc123") == (
+        "http://127.0.0.1:5000/#/experiments/7/runs/abc123")  # sqlite: `mlflow ui`'s default
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://mlflow.example.org/")
+    assert tracking.run_link(cfg, "abc123") == (
+        "https://mlflow.example.org/#/experiments/7/runs/abc123")
+
+
 def test_flatten_nested_params() -> None:
     flat = tracking.flatten({"train": {"lr": 1e-4, "lora": {"r": 8}}, "labels": ["a", "b"]})
     assert flat == {"train.lr": "0.0001", "train.lora.r": "8", "labels": "['a', 'b']"}

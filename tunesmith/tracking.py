@@ -247,6 +247,30 @@ def finish(cfg: Config, status: str) -> str | None:
     return run_id
 
 
+# Where `mlflow ui` serves a local store (its default address; README's "mlflow ui" line).
+LOCAL_UI = "http://127.0.0.1:5000"
+
+
+def run_link(cfg: Config, run_id: str) -> str:
+    """The run's page in the MLflow UI: on the tracking server itself, or for a local store
+    where `mlflow ui` serves it by default. The experiment comes from the state file when it
+    holds this run (no call to a server that may be gone by now)."""
+    uri = tracking_uri(cfg)
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
+    saved = recorded_run(cfg)
+    experiment = saved.get("experiment_id") if saved.get("run_id") == run_id else None
+    if experiment is None:
+        experiment = configure(cfg).get_run(run_id).info.experiment_id
+    return f"{base}/#/experiments/{experiment}/runs/{run_id}"
+
+
+def tag_run(cfg: Config, run_id: str, tags: dict[str, str]) -> None:
+    """Set `tags` on a run, open or ended (the flow tags its pipeline run from outside)."""
+    client = configure(cfg)
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value[:_MAX_TAG])
+
+
 def close_stale(cfg: Config) -> None:
     """A run still RUNNING when a flow starts belongs to a pipeline that died (killed, power
     loss): mark it KILLED, so this flow run starts its own. Reads the state file first, so
