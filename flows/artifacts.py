@@ -63,11 +63,10 @@ def publish_register(cfg: Config, result: Any) -> None:
                              description="The MLflow run of this pipeline run")
 
 
-def tag_mlflow_run(cfg: Config, flow_run_id: str, flow_run_name: str | None,
+def tag_mlflow_run(cfg: Config, run_id: str, flow_run_id: str, flow_run_name: str | None,
                    flow_run_url: str | None) -> None:
     """Tag the pipeline's MLflow run with this flow run, so a reviewer in the MLflow UI finds
     the orchestration side; the page only when Prefect has a UI (the temporary API has none)."""
-    run_id = tracking.recorded_run(cfg)["run_id"]
     tags = {"prefect.flow_run_id": flow_run_id, "prefect.flow_run_name": flow_run_name or ""}
     if flow_run_url and flow_run_url.startswith(("http://", "https://")):
         tags["prefect.flow_run_url"] = flow_run_url

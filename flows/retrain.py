@@ -117,8 +117,9 @@ def retrain(dataset: str, overrides: list[str] | None = None) -> RetrainSummary:
             state = make_step_task(step, cfg)(
                 step, cfg, return_state=True, wait_for=[previous] if previous else None)
             previous = state
-            if tracking.recorded_run(cfg).get("run_id") not in (earlier_run, None):
-                earlier_run = _tag_with_this_flow_run(cfg)  # once: the first step that ran
+            opened = tracking.recorded_run(cfg).get("run_id")
+            if opened not in (earlier_run, None):
+                earlier_run = _tag_with_this_flow_run(cfg, opened)  # once: the first step that ran
             if state.name == "Cached":
                 summary.cached.append(step)
             else:
@@ -141,15 +142,15 @@ def retrain(dataset: str, overrides: list[str] | None = None) -> RetrainSummary:
     return summary
 
 
-def _tag_with_this_flow_run(cfg: Config) -> str | None:
+def _tag_with_this_flow_run(cfg: Config, run_id: str) -> str:
     """Tag the MLflow run the steps opened with this flow run; returns that run's id."""
     from prefect.runtime import flow_run
 
     try:
-        tag_mlflow_run(cfg, flow_run.id, flow_run.name, flow_run.ui_url)
+        tag_mlflow_run(cfg, run_id, flow_run.id, flow_run.name, flow_run.ui_url)
     except Exception as exc:  # noqa: BLE001 - a tag is not worth failing a retrain for
         get_run_logger().warning("could not tag the MLflow run with this flow run: %s", exc)
-    return tracking.recorded_run(cfg).get("run_id")
+    return run_id
 
 
 def _publish(step: str, cfg: Config, result: Any) -> None:
